@@ -1,0 +1,48 @@
+# gitml task runner: the same commands run on a laptop, in pre-commit and in CI.
+#   make run    install the pinned environment and reproduce the pipeline on the bundled data
+#   make test   install the dev environment and run the test suite
+#   make lint   ruff, ruff format, mypy, workflow and YAML checks (the pre-commit hooks)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LOCK := requirements/lock.txt
+PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c $(LOCK)
+
+.DEFAULT_GOAL := help
+.PHONY: help run test lint params lock clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# One stamp per set of extras: re-installs only when the lock or pyproject.toml changes.
+$(VENV)/.stamp-pipeline: $(LOCK) pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[pipeline]'
+	@touch $@
+
+$(VENV)/.stamp-dev: $(LOCK) pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[pipeline,serve,dev]'
+	@touch $@ $(VENV)/.stamp-pipeline
+
+run: $(VENV)/.stamp-pipeline  ## reproduce the pipeline (dvc repro) and print its summary
+	@source $(BIN)/activate && gitml params && dvc repro && gitml summary
+
+params: $(VENV)/.stamp-pipeline  ## compose conf/ into params.yaml (what `dvc exp run` does)
+	@$(BIN)/gitml params
+
+test: $(VENV)/.stamp-dev  ## run the test suite
+	@source $(BIN)/activate && pytest
+
+lint: $(VENV)/.stamp-dev  ## run every pre-commit hook on every file
+	@source $(BIN)/activate && pre-commit run --all-files --show-diff-on-failure
+
+lock:  ## re-resolve requirements/lock.txt from pyproject.toml
+	requirements/update-lock.sh
+
+clean:  ## remove the virtualenv and pipeline outputs (the DVC cache stays)
+	rm -rf $(VENV) data/interim data/processed reports/*.json

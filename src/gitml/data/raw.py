@@ -1,0 +1,208 @@
+"""Reading the raw files named by the dataset config into one table of trimmed strings."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import itertools
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import pandas as pd
+
+from gitml.data.pii import detect, mask
+from gitml.data.schema import DatasetSchema, RawFile
+from gitml.errors import GitmlError
+
+FILE_COLUMN = "source_file"
+LINE_COLUMN = "source_line"
+REASON_COLUMN = "reason"
+EXTRA_COLUMN = "extra_fields"
+CANDIDATE_DELIMITERS = (",", ";", "\t", "|")
+
+
+@dataclass
+class RawTable:
+    """Every data row of every raw file: well-formed rows as strings, the rest set aside."""
+
+    rows: pd.DataFrame  # schema columns as str or None, plus source_file and source_line
+    malformed: pd.DataFrame  # rows whose field count is wrong, plus extra_fields and reason
+    files: dict[str, dict[str, int | str]] = field(default_factory=dict)
+
+
+def _open_text(path: Path, encoding: str) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding=encoding, newline="")
+    return path.open(encoding=encoding, newline="")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _records(path: Path, raw_file: RawFile, delimiter: str, encoding: str) -> Iterator[tuple[int, list[str]]]:
+    """(line number, trimmed fields) of each non-blank record after the skipped lines."""
+    try:
+        with _open_text(path, encoding) as fh:
+            for _ in range(raw_file.skip_rows):
+                fh.readline()
+            reader = csv.reader(fh, delimiter=delimiter)
+            for fields in reader:
+                if not fields or all(not f.strip() for f in fields):
+                    continue
+                yield reader.line_num + raw_file.skip_rows, [f.strip() for f in fields]
+    except UnicodeDecodeError as exc:
+        raise GitmlError(
+            f"{raw_file.path}: not readable as {encoding} text ({exc.reason} at byte {exc.start}). "
+            "Set raw.encoding in the dataset config to the file's encoding (e.g. latin-1)."
+        ) from exc
+    except (OSError, EOFError, csv.Error) as exc:
+        raise GitmlError(
+            f"{raw_file.path}: cannot be read ({exc}). Check the file is complete and not corrupt."
+        ) from exc
+
+
+def _sniff_delimiter(sample: list[str], configured: str) -> str:
+    joined = sample[0] if sample else ""
+    counts = {d: joined.count(d) for d in CANDIDATE_DELIMITERS if d != configured}
+    best = max(counts, key=lambda d: counts[d]) if counts else None
+    if best is not None and counts[best] > 0:
+        return f" The file looks {best!r}-separated: set raw.delimiter to {best!r} if that is right."
+    return ""
+
+
+def _personal_data_hint(values: list[str]) -> str:
+    kinds = sorted({kind for kind in map(detect, values) if kind})
+    if not kinds:
+        return ""
+    example = next(mask(v) for v in values if detect(v))
+    return (
+        f" Its values look like personal data ({', '.join(kinds)}, e.g. '{example}'): "
+        "give it pii: drop or pseudonymize."
+    )
+
+
+def _check_header(header: list[str], schema: DatasetSchema, raw_file: RawFile, sample: list[list[str]]) -> list[int]:
+    """Positions of the schema's columns in the file; fails on missing, extra or repeated names."""
+    names = schema.names
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise GitmlError(f"{raw_file.path}: the header names {', '.join(repeated)} more than once.")
+    if len(header) == 1 and len(names) > 1:
+        raise GitmlError(
+            f"{raw_file.path}: the header has one field, {header[0][:80]!r}, but the schema has "
+            f"{len(names)} columns; the delimiter is probably wrong (raw.delimiter is "
+            f"{schema.raw.delimiter!r}).{_sniff_delimiter(header, schema.raw.delimiter)}"
+        )
+    missing = [n for n in names if n not in header]
+    extra = [h for h in header if h not in names]
+    problems = []
+    if missing:
+        problems.append(f"missing column(s) {', '.join(missing)}")
+    if extra:
+        problems.append(f"unexpected column(s) {', '.join(extra)}")
+    if problems:
+        hints = "".join(
+            f" Column '{h}':" + hint
+            for h in extra
+            if (hint := _personal_data_hint([row[header.index(h)] for row in sample if len(row) == len(header)]))
+        )
+        raise GitmlError(
+            f"{raw_file.path}: {' and '.join(problems)} compared with the dataset schema ({schema.source}). "
+            f"Add new columns to the schema with their dtype, role and pii policy, or fix the file.{hints}"
+        )
+    return [header.index(n) for n in names]
+
+
+def _wrong_shape_error(
+    raw_file: RawFile, schema: DatasetSchema, counts: Counter[int], first: list[str], extras: list[list[str]]
+) -> GitmlError:
+    expected = len(schema.names)
+    modal, seen = counts.most_common(1)[0]
+    total = sum(counts.values())
+    where = f"{raw_file.path}: {seen} of {total} rows have {modal} field(s), but the schema has {expected} columns"
+    if modal == 1:
+        hint = f"; the delimiter is probably wrong (raw.delimiter is {schema.raw.delimiter!r})."
+        hint += _sniff_delimiter([schema.raw.delimiter.join(first)], schema.raw.delimiter)
+    elif modal < expected:
+        hint = (
+            f" ({', '.join(schema.names)}): {expected - modal} column(s) are missing from the file, or the "
+            "schema declares columns the data does not have. Fix the export or the schema."
+        )
+    else:
+        hint = (
+            f": the file has {modal - expected} unexpected extra column(s) after "
+            f"'{schema.names[-1]}'. Declare them in the schema (with a pii policy) or remove them."
+        )
+        hint += _personal_data_hint([v for row in extras for v in row])
+    return GitmlError(where + hint)
+
+
+def read_raw(schema: DatasetSchema, root: Path) -> RawTable:
+    """Read every raw file; fail on what is wrong with a whole file, set aside what is wrong with a row."""
+    names = list(schema.names)
+    missing_tokens = set(schema.raw.missing_values) | {""}
+    good: list[list[str | None]] = []
+    bad: list[list[str | None]] = []
+    files: dict[str, dict[str, int | str]] = {}
+    for raw_file in schema.raw.files:
+        path = root / raw_file.path
+        if not path.is_file():
+            raise GitmlError(
+                f"raw file {raw_file.path} not found. The dataset config ({schema.source}) lists it under "
+                "raw.files: restore it (git checkout -- <file>), or point raw.files at your data."
+            )
+        records = _records(path, raw_file, schema.raw.delimiter, schema.raw.encoding)
+        order = list(range(len(names)))
+        if schema.raw.header:
+            first = next(records, None)
+            if first is None:
+                raise GitmlError(f"{raw_file.path}: the file is empty (no header, no rows). Check the export.")
+            # Only a header that does not match needs a sample of rows, to say what an extra column holds.
+            mismatch = set(first[1]) != set(names)
+            sample = [fields for _, fields in itertools.islice(records, 200)] if mismatch else []
+            order = _check_header(first[1], schema, raw_file, sample)
+        counts: Counter[int] = Counter()
+        file_good: list[list[str | None]] = []
+        file_bad: list[list[str | None]] = []
+        first_fields: list[str] = []
+        extras: list[list[str]] = []
+        for line, fields in records:
+            counts[len(fields)] += 1
+            first_fields = first_fields or fields
+            values: list[str | None] = [None if v in missing_tokens else v for v in fields]
+            if len(fields) == len(names):
+                file_good.append([values[i] for i in order] + [raw_file.path, str(line)])
+            else:
+                padded = (values + [None] * len(names))[: len(names)]
+                extra = schema.raw.delimiter.join(fields[len(names) :]) or None
+                reason = f"expected {len(names)} fields, found {len(fields)}"
+                file_bad.append([*padded, raw_file.path, str(line), extra, reason])
+                extras.append(fields[len(names) :])
+        n_rows = sum(counts.values())
+        if n_rows == 0:
+            raise GitmlError(
+                f"{raw_file.path}: has no data rows (after {raw_file.skip_rows} skipped line(s)"
+                f"{' and the header' if schema.raw.header else ''}). Check the export, or remove it from raw.files."
+            )
+        if len(file_bad) * 2 > n_rows:
+            raise _wrong_shape_error(raw_file, schema, counts, first_fields, extras)
+        good.extend(file_good)
+        bad.extend(file_bad)
+        files[raw_file.path] = {"rows": n_rows, "sha256": _sha256(path)}
+
+    rows = pd.DataFrame(good, columns=[*names, FILE_COLUMN, LINE_COLUMN], dtype=object)
+    malformed = pd.DataFrame(bad, columns=[*names, FILE_COLUMN, LINE_COLUMN, EXTRA_COLUMN, REASON_COLUMN], dtype=object)
+    for name, suffix in schema.raw.strip_suffix.items():
+        column = rows[name]
+        ends = column.notna() & column.str.endswith(suffix, na=False)
+        rows.loc[ends, name] = column[ends].str.slice(0, -len(suffix))
+    return RawTable(rows, malformed, files)

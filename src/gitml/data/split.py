@@ -1,0 +1,94 @@
+"""split stage: clean table -> seeded, stratified train / val / test, plus the drift reference."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from gitml.config import dataset_schema, section
+from gitml.errors import GitmlError
+from gitml.io import write_json, write_parquet
+from gitml.paths import Paths
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Fractions of each split, the seed, the columns to stratify on, the drift reference size."""
+
+    fractions: dict[str, float]
+    seed: int
+    stratify: tuple[str, ...]
+    reference_rows: int
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], label: str) -> SplitConfig:
+        given = cfg.get("fractions")
+        if not isinstance(given, Mapping) or set(given) != set(SPLITS):
+            raise GitmlError(f"split.fractions must give exactly {', '.join(SPLITS)}; got {given!r}.")
+        try:
+            fractions = {name: float(given[name]) for name in SPLITS}
+        except (TypeError, ValueError) as exc:
+            raise GitmlError(f"split.fractions must be numbers; got {dict(given)}.") from exc
+        if any(f <= 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-9:
+            raise GitmlError(f"split.fractions must be positive and add up to 1; got {fractions}.")
+        stratify = tuple(cfg.get("stratify") or (label,))
+        reference_rows = int(cfg.get("reference_rows", 5000))
+        if reference_rows < 1:
+            raise GitmlError(f"split.reference_rows must be at least 1; got {reference_rows}.")
+        return cls(fractions, int(cfg.get("seed", 0)), stratify, reference_rows)
+
+
+def stratified_split(
+    strata: pd.Series[Any], fractions: Mapping[str, float], seed: int
+) -> dict[str, npt.NDArray[np.int64]]:
+    """Row positions of each split: every stratum is shuffled with the seed and cut by the fractions."""
+    rng = np.random.default_rng(seed)
+    parts: dict[str, list[npt.NDArray[np.int64]]] = {name: [] for name in fractions}
+    codes = pd.factorize(strata, sort=True)[0]
+    for code in np.unique(codes):
+        members = rng.permutation(np.flatnonzero(codes == code))
+        cuts = np.round(np.cumsum(list(fractions.values()))[:-1] * len(members)).astype(int)
+        for name, chunk in zip(fractions, np.split(members, cuts), strict=True):
+            parts[name].append(chunk)
+    return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+
+
+def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+    """Split the clean table; returns the split report."""
+    schema = dataset_schema(cfg, paths.params)
+    label, positive = schema.label.name, schema.positive_class
+    config = SplitConfig.from_config(section(cfg, "split", paths.params), label)
+    if not paths.clean.is_file():
+        raise GitmlError(f"{paths.clean}: not found; run the ingest stage first (dvc repro ingest).")
+    clean = pd.read_parquet(paths.clean)
+    unknown = [c for c in config.stratify if c not in clean.columns]
+    if unknown:
+        raise GitmlError(
+            f"split.stratify names {', '.join(unknown)}, which the clean table does not have "
+            f"({', '.join(clean.columns)})."
+        )
+    strata = clean[list(config.stratify)].astype(str).agg("|".join, axis=1)
+    positions = stratified_split(strata, config.fractions, config.seed)
+
+    report: dict[str, Any] = {"seed": config.seed, "stratify": list(config.stratify), "rows": len(clean)}
+    for name, rows in positions.items():
+        part = clean.iloc[rows].reset_index(drop=True)
+        write_parquet(paths.split_file(name), part)
+        report[name] = {"rows": len(part), "label_rate": round(float((part[label] == positive).mean()), 6)}
+
+    # The drift reference: a seeded sample of training rows that production data is compared with.
+    train_rows = positions["train"]
+    n_reference = min(config.reference_rows, len(train_rows))
+    sample = np.sort(np.random.default_rng(config.seed + 1).choice(train_rows, n_reference, replace=False))
+    reference = clean.iloc[sample].reset_index(drop=True)
+    write_parquet(paths.split_file("reference"), reference)
+    report["reference"] = {"rows": n_reference, "label_rate": round(float((reference[label] == positive).mean()), 6)}
+    write_json(paths.split_report, report)
+    return report

@@ -1,0 +1,105 @@
+"""Shared fixtures: a small dataset of our own making (the "toy" schema) and the real repository."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitml.paths import Paths
+
+REPO = Path(__file__).resolve().parents[1]
+
+CITIES = ["Berlin", "Hamburg", "Munich", "Lyon", "Paris", "Nice"]
+TOY_COLUMNS = ["customer_id", "age", "city", "balance", "segment", "churned"]
+
+# Every rule the schema language has, on six columns: an identifier to pseudonymise, a banded
+# protected attribute, a categorical generalised into groups, a top-coded number, and the label.
+TOY_CONFIG: dict[str, Any] = {
+    "name": "toy",
+    "raw": {
+        "files": [{"path": "raw/toy.csv"}],
+        "delimiter": ",",
+        "header": True,
+        "missing_values": ["?", "NA"],
+    },
+    "quality": {"max_quarantined_fraction": 0.2, "duplicates": "quarantine", "pii_max_matches": 0},
+    "pseudonym_key_env": "TOY_PSEUDONYM_KEY",
+    "columns": {
+        "customer_id": {"dtype": "string", "role": "identifier", "pii": "pseudonymize"},
+        "age": {"dtype": "integer", "min": 18, "max": 100, "role": "protected", "bands": [30, 50], "pii": "keep"},
+        "city": {
+            "dtype": "categorical",
+            "categories": CITIES,
+            "nullable": True,
+            "role": "feature",
+            "pii": "generalize",
+            "generalize": {"groups": {"Germany": ["Berlin", "Hamburg", "Munich"], "France": ["Lyon", "Paris", "Nice"]}},
+        },
+        "balance": {
+            "dtype": "float",
+            "min": 0,
+            "role": "feature",
+            "pii": "generalize",
+            "generalize": {"top_code": 5000},
+        },
+        "segment": {"dtype": "categorical", "categories": ["retail", "business"], "role": "feature", "pii": "keep"},
+        "churned": {"dtype": "categorical", "categories": ["no", "yes"], "role": "label", "positive": "yes"},
+    },
+}
+
+TOY_KEY = {"TOY_PSEUDONYM_KEY": "a-test-key-that-is-long-enough"}
+
+
+def toy_config(**changes: Any) -> dict[str, Any]:
+    """A deep copy of the toy dataset config, with top-level keys replaced."""
+    cfg = copy.deepcopy(TOY_CONFIG)
+    cfg.update(changes)
+    return cfg
+
+
+def toy_rows(n: int = 200, seed: int = 0) -> list[list[str]]:
+    """`n` valid, distinct toy records as strings."""
+    rng = random.Random(seed)
+    return [
+        [
+            f"C{i:05d}",
+            str(rng.randint(18, 100)),
+            rng.choice([*CITIES, "?"]),
+            f"{rng.uniform(0, 9000):.2f}",
+            rng.choice(["retail", "business"]),
+            rng.choice(["no", "no", "yes"]),
+        ]
+        for i in range(n)
+    ]
+
+
+def write_csv(path: Path, rows: list[list[str]], header: list[str] | None = TOY_COLUMNS, delimiter: str = ",") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, delimiter=delimiter, lineterminator="\n")
+        if header is not None:
+            writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def toy_root(tmp_path: Path) -> Path:
+    """A directory holding raw/toy.csv with 200 valid rows."""
+    write_csv(tmp_path / "raw" / "toy.csv", toy_rows())
+    return tmp_path
+
+
+@pytest.fixture
+def toy_paths(toy_root: Path) -> Paths:
+    return Paths(toy_root)
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,89 @@
+"""split: seeded, stratified, complete and disjoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gitml.data import ingest, split
+from gitml.errors import GitmlError
+from gitml.paths import Paths
+from tests.conftest import TOY_KEY, toy_config, toy_rows, write_csv
+
+SPLIT_CFG: dict[str, Any] = {
+    "seed": 7,
+    "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "stratify": ["churned", "segment"],
+    "reference_rows": 50,
+}
+
+
+@pytest.fixture
+def ingested(tmp_path: Path) -> Paths:
+    write_csv(tmp_path / "raw" / "toy.csv", toy_rows(1000))
+    paths = Paths(tmp_path)
+    ingest.run({"data": toy_config()}, paths, TOY_KEY)
+    return paths
+
+
+def run_split(paths: Paths, **changes: Any) -> dict[str, Any]:
+    return split.run({"data": toy_config(), "split": {**SPLIT_CFG, **changes}}, paths)
+
+
+def test_splits_are_disjoint_complete_and_stratified(ingested: Paths) -> None:
+    report = run_split(ingested)
+    parts = {name: pd.read_parquet(ingested.split_file(name)) for name in (*split.SPLITS, "reference")}
+    ids = {name: set(part["customer_id"]) for name, part in parts.items()}
+    assert sum(len(ids[n]) for n in split.SPLITS) == 1000
+    assert not (ids["train"] & ids["val"])
+    assert not (ids["train"] & ids["test"])
+    assert not (ids["val"] & ids["test"])
+    assert ids["reference"] <= ids["train"]
+    assert len(parts["reference"]) == 50
+    assert [report[n]["rows"] for n in split.SPLITS] == [600, 200, 200]
+    clean = pd.read_parquet(ingested.clean)
+    overall = clean.groupby(["churned", "segment"], observed=True).size() / len(clean)
+    for name in split.SPLITS:
+        share = parts[name].groupby(["churned", "segment"], observed=True).size() / len(parts[name])
+        assert np.allclose(share, overall, atol=0.01), name
+    assert json.loads(ingested.split_report.read_text()) == report
+
+
+def test_same_seed_same_bytes_other_seed_other_split(ingested: Paths) -> None:
+    run_split(ingested)
+    first = ingested.split_file("train").read_bytes()
+    run_split(ingested)
+    assert ingested.split_file("train").read_bytes() == first
+    run_split(ingested, seed=8)
+    assert ingested.split_file("train").read_bytes() != first
+
+
+def test_categorical_dtypes_survive(ingested: Paths) -> None:
+    run_split(ingested)
+    train = pd.read_parquet(ingested.split_file("train"))
+    assert list(train["city"].cat.categories) == ["Germany", "France"]
+    assert str(train["age"].dtype) == "int64"
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"fractions": {"train": 0.8, "test": 0.2}}, "exactly train, val, test"),
+        ({"fractions": {"train": 0.8, "val": 0.3, "test": 0.2}}, "add up to 1"),
+        ({"stratify": ["segmnt"]}, "split.stratify names segmnt"),
+        ({"reference_rows": 0}, "at least 1"),
+    ],
+)
+def test_bad_split_config(ingested: Paths, changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(GitmlError, match=message):
+        run_split(ingested, **changes)
+
+
+def test_split_before_ingest(tmp_path: Path) -> None:
+    with pytest.raises(GitmlError, match="run the ingest stage first"):
+        run_split(Paths(tmp_path))
