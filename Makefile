@@ -39,7 +39,7 @@ test: $(VENV)/.stamp-dev  ## run the test suite
 	@source $(BIN)/activate && pytest
 
 lint: $(VENV)/.stamp-dev  ## run every pre-commit hook on every file
-	@source $(BIN)/activate && pre-commit run --all-files --show-diff-on-failure
+	@source $(BIN)/activate && SKIP=dvc-pre-commit pre-commit run --all-files --show-diff-on-failure
 
 lock:  ## re-resolve requirements/lock.txt from pyproject.toml
 	requirements/update-lock.sh
