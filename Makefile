@@ -44,5 +44,5 @@ lint: $(VENV)/.stamp-dev  ## run every pre-commit hook on every file
 lock:  ## re-resolve requirements/lock.txt from pyproject.toml
 	requirements/update-lock.sh
 
-clean:  ## remove the virtualenv and pipeline outputs (the DVC cache stays)
-	rm -rf $(VENV) data/interim data/processed reports/*.json
+clean:  ## remove the virtualenv and the pipeline outputs (the DVC cache and committed metrics stay)
+	rm -rf $(VENV) data/interim data/processed

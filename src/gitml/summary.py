@@ -21,16 +21,19 @@ def pipeline_summary(paths: Paths) -> str:
     """A few lines a person reads at the end of `make run`."""
     ingest = _load(paths.ingest_report, "ingest")
     split = _load(paths.split_report, "split")
-    reasons = ingest["quarantined_by_reason"]
-    why = ", ".join(f"{code}: {n:,}" for code, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
-    lines = [
-        "gitml pipeline summary",
-        f"  ingest  {ingest['rows_read']:>7,} rows read   {ingest['rows_clean']:>7,} clean   "
-        f"{ingest['rows_quarantined']:>5,} quarantined ({ingest['quarantined_fraction']:.2%}"
-        f"{'; ' + why if why else ''})",
-    ]
-    for name in ("train", "val", "test", "reference"):
-        part = split[name]
-        lines.append(f"  {name:<9} {part['rows']:>7,} rows   positive rate {part['label_rate']:.1%}")
-    lines.append(f"  quarantined rows and reasons: {paths.quarantine.relative_to(paths.root)}")
-    return "\n".join(lines)
+    reasons = sorted(ingest["quarantined_by_reason"].items(), key=lambda kv: (-kv[1], kv[0]))
+    why = ", ".join(f"{code} {n:,}" for code, n in reasons[:4]) + (", ..." if len(reasons) > 4 else "")
+    parts = ("train", "val", "test")
+    return "\n".join(
+        [
+            "gitml pipeline summary",
+            f"  ingest      {ingest['rows_read']:,} rows read -> {ingest['rows_clean']:,} clean, "
+            f"{ingest['rows_quarantined']:,} quarantined ({ingest['quarantined_fraction']:.2%}{': ' + why if why else ''})",
+            "  split       "
+            + " | ".join(f"{p} {split[p]['rows']:,}" for p in parts)
+            + f" | drift reference {split['reference']['rows']:,}",
+            f"  label rate  {split['label']} = {split['positive_class']}: "
+            + " | ".join(f"{p} {split[p]['label_rate']:.1%}" for p in parts),
+            f"  quarantine  {paths.quarantine.relative_to(paths.root)} (each rejected row with its reason)",
+        ]
+    )

@@ -73,7 +73,8 @@ def test_committed_lock_and_metrics_match_the_reproduction(repo: Path, pipeline:
     """dvc.lock and the metrics in git are what this code makes from this data, byte for byte."""
     committed = yaml.safe_load((repo / "dvc.lock").read_text())
     reproduced = yaml.safe_load((pipeline / "dvc.lock").read_text())
-    assert outs_of(reproduced) == outs_of(committed), "run `make run` and commit dvc.lock and reports/"
+    assert outs_of(reproduced) == outs_of(committed), "outputs differ: run `make run`, commit dvc.lock and reports/"
+    assert reproduced == committed, "dvc.lock is stale (code, params or data changed): run `make run` and commit it"
     for metrics in ("reports/ingest.json", "reports/split.json"):
         assert (pipeline / metrics).read_bytes() == (repo / metrics).read_bytes(), metrics
 

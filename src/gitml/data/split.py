@@ -77,7 +77,13 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     strata = clean[list(config.stratify)].astype(str).agg("|".join, axis=1)
     positions = stratified_split(strata, config.fractions, config.seed)
 
-    report: dict[str, Any] = {"seed": config.seed, "stratify": list(config.stratify), "rows": len(clean)}
+    report: dict[str, Any] = {
+        "seed": config.seed,
+        "stratify": list(config.stratify),
+        "rows": len(clean),
+        "label": label,
+        "positive_class": positive,
+    }
     for name, rows in positions.items():
         part = clean.iloc[rows].reset_index(drop=True)
         write_parquet(paths.split_file(name), part)
