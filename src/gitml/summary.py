@@ -28,7 +28,8 @@ def pipeline_summary(paths: Paths) -> str:
         [
             "gitml pipeline summary",
             f"  ingest      {ingest['rows_read']:,} rows read -> {ingest['rows_clean']:,} clean, "
-            f"{ingest['rows_quarantined']:,} quarantined ({ingest['quarantined_fraction']:.2%}{': ' + why if why else ''})",
+            f"{ingest['rows_quarantined']:,} quarantined ({ingest['quarantined_fraction']:.2%}"
+            + (f": {why})" if why else ")"),
             "  split       "
             + " | ".join(f"{p} {split[p]['rows']:,}" for p in parts)
             + f" | drift reference {split['reference']['rows']:,}",
