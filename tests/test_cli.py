@@ -57,7 +57,7 @@ def test_quarantine_reasons_are_counted_in_the_summary(tmp_path: Path, capsys: p
         == "ingest: 200 rows read -> 199 clean, 1 quarantined (out_of_range:age 1)\n"
     )
     gitml(capsys, tmp_path, "split")
-    assert "1 quarantined (0.50%; out_of_range:age: 1)" in gitml(capsys, tmp_path, "summary")[1]
+    assert "199 clean, 1 quarantined (0.50%: out_of_range:age 1)" in gitml(capsys, tmp_path, "summary")[1]
 
 
 def test_bad_config_prints_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
