@@ -15,7 +15,7 @@ HEAVY = {"torch", "lightning", "pandas", "deepchecks", "dvc", "scikit-learn"}
 
 
 def lock_pins(repo: Path) -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in (repo / "requirements" / "lock.txt").read_text().splitlines():
         if line and not line.startswith("#"):
             name, _, version = line.partition("==")
@@ -53,7 +53,7 @@ def test_lock_pins_the_versions_the_issue_names(repo: Path) -> None:
 
 def test_the_environment_is_the_lock(repo: Path) -> None:
     pins = lock_pins(repo)
-    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    installed: dict[str, str] = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
     wrong = {n: (v, installed.get(n)) for n, v in pins.items() if installed.get(n, "").split("+")[0] != v}
     assert not wrong, f"installed versions differ from requirements/lock.txt (run `make test` again): {wrong}"
 
