@@ -278,3 +278,53 @@ def test_outputs_are_byte_identical_across_runs(toy_root: Path) -> None:
     first = [p.read_bytes() for p in outputs]
     run_ingest(toy_root)
     assert [p.read_bytes() for p in outputs] == first
+
+
+def test_non_finite_and_oversized_numbers_are_quarantined(tmp_path: Path) -> None:
+    root = with_bad_rows(
+        tmp_path,
+        {0: {"balance": "inf"}, 1: {"balance": "NaN"}, 2: {"balance": "1e400"}, 3: {"age": "99999999999999999999"}},
+    )
+    result = run_ingest(root)
+    assert_accounted(root, result, 200)
+    assert result.quarantined_by_reason == {"wrong_type:balance": 3, "wrong_type:age": 1}
+
+
+def test_a_line_of_empty_fields_is_a_row_not_a_blank_line(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "raw" / "toy.csv", toy_rows())
+    path.write_text(path.read_text() + ",,,,,\n\n   \n")
+    result = run_ingest(tmp_path)
+    assert_accounted(tmp_path, result, 201)
+    assert quarantine(tmp_path)["source_line"].tolist() == ["202"]
+
+
+def test_byte_order_mark_and_windows_line_endings(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "raw" / "toy.csv", toy_rows())
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes().replace(b"\n", b"\r\n"))
+    result = run_ingest(tmp_path)
+    assert_accounted(tmp_path, result, 200)
+    assert result.rows_quarantined == 0
+
+
+def test_header_with_other_case_suggests_the_name(tmp_path: Path) -> None:
+    write_csv(tmp_path / "raw" / "toy.csv", toy_rows(), header=[c.title() if c == "age" else c for c in TOY_COLUMNS])
+    with pytest.raises(
+        GitmlError, match=r"missing column\(s\) age and unexpected column\(s\) Age \(did you mean 'age'\?\)"
+    ):
+        run_ingest(tmp_path)
+
+
+def test_text_in_another_encoding(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "raw" / "toy.csv", toy_rows())
+    path.write_bytes(path.read_bytes().replace(b"Lyon", "Lyön".encode("latin-1")))
+    with pytest.raises(GitmlError, match=r"not readable as utf-8 text.*raw.encoding"):
+        run_ingest(tmp_path)
+
+
+def test_truncated_gzip(tmp_path: Path) -> None:
+    (tmp_path / "raw").mkdir()
+    data = gzip.compress("\n".join(",".join(r) for r in toy_rows()).encode())
+    (tmp_path / "raw" / "toy.csv.gz").write_bytes(data[: len(data) // 2])
+    raw = {**toy_config()["raw"], "files": [{"path": "raw/toy.csv.gz"}], "header": False}
+    with pytest.raises(GitmlError, match=r"raw/toy.csv.gz: cannot be read.*complete and not corrupt"):
+        run_ingest(tmp_path, toy_config(raw=raw))

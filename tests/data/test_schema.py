@@ -88,6 +88,7 @@ def _with_column(column: str, **changes: Any) -> dict[str, Any]:
         ),
         (_with_column("segment", generalize={"groups": {}}), r"a 'generalize' block needs pii: generalize"),
         (_with_column("segment", feature=False), r"'feature' .* only for role: protected"),
+        (_with_column("churned", categories=[False, True]), r"categories has true/false .* Quote them"),
         (toy_config(colums={}), r"dataset: unknown key 'colums' \(did you mean 'columns'\?\)"),
         (toy_config(raw={"files": []}), r"files must be a non-empty list"),
         (toy_config(raw={"files": ["a.csv"], "delimiter": ", "}), r"delimiter must be one character"),

@@ -15,7 +15,7 @@ from typing import IO
 import pandas as pd
 
 from gitml.data.pii import detect, mask
-from gitml.data.schema import DatasetSchema, RawFile
+from gitml.data.schema import DatasetSchema, RawFile, suggest
 from gitml.errors import GitmlError
 
 FILE_COLUMN = "source_file"
@@ -35,6 +35,8 @@ class RawTable:
 
 
 def _open_text(path: Path, encoding: str) -> IO[str]:
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
+        encoding = "utf-8-sig"  # tolerate the byte-order mark spreadsheet exports start with
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding=encoding, newline="")
     return path.open(encoding=encoding, newline="")
@@ -56,8 +58,8 @@ def _records(path: Path, raw_file: RawFile, delimiter: str, encoding: str) -> It
                 fh.readline()
             reader = csv.reader(fh, delimiter=delimiter)
             for fields in reader:
-                if not fields or all(not f.strip() for f in fields):
-                    continue
+                if len(fields) <= 1 and not "".join(fields).strip():
+                    continue  # a blank line; a line of empty fields is a record, validated like any other
                 yield reader.line_num + raw_file.skip_rows, [f.strip() for f in fields]
     except UnicodeDecodeError as exc:
         raise GitmlError(
@@ -108,7 +110,8 @@ def _check_header(header: list[str], schema: DatasetSchema, raw_file: RawFile, s
     if missing:
         problems.append(f"missing column(s) {', '.join(missing)}")
     if extra:
-        problems.append(f"unexpected column(s) {', '.join(extra)}")
+        named = [f"{h}{suggest(h, [n for n in missing if n.lower() == h.lower()] or missing)}" for h in extra]
+        problems.append(f"unexpected column(s) {', '.join(named)}")
     if problems:
         hints = "".join(
             f" Column '{h}':" + hint

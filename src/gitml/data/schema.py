@@ -35,7 +35,8 @@ _QUALITY_KEYS = {"max_quarantined_fraction", "duplicates", "pii_max_matches"}
 _TOP_KEYS = {"name", "description", "raw", "columns", "quality", "pseudonym_key_env"}
 
 
-def _suggest(word: str, choices: Sequence[str]) -> str:
+def suggest(word: str, choices: Sequence[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or nothing."""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -52,7 +53,7 @@ class _ConfigReader:
         for key in mapping:
             if key not in allowed:
                 self.fail(
-                    f"unknown key '{key}'{_suggest(str(key), sorted(allowed))}; "
+                    f"unknown key '{key}'{suggest(str(key), sorted(allowed))}; "
                     f"allowed keys are {', '.join(sorted(allowed))}"
                 )
 
@@ -70,7 +71,7 @@ class _ConfigReader:
     def choice(self, key: str, choices: Sequence[str], default: str | None = None) -> str:
         value = self.mapping.get(key, default) if default is not None else self.required(key)
         if value not in choices:
-            self.fail(f"{key} '{value}' is not one of {', '.join(choices)}{_suggest(str(value), choices)}")
+            self.fail(f"{key} '{value}' is not one of {', '.join(choices)}{suggest(str(value), choices)}")
         return str(value)
 
     def boolean(self, key: str, default: bool) -> bool:
@@ -93,6 +94,11 @@ class _ConfigReader:
             self.fail(f"'{key}' is required")
         if not isinstance(value, Sequence) or isinstance(value, str):
             self.fail(f"{key} must be a list of strings, got {value!r}")
+        if any(isinstance(v, bool) for v in value):
+            self.fail(
+                f"{key} has true/false in {list(value)}: YAML reads unquoted yes, no, on, off, true and false "
+                "as booleans. Quote them, e.g. ['yes', 'no']"
+            )
         items = tuple(str(v) for v in value)
         duplicated = sorted({v for v in items if items.count(v) > 1})
         if duplicated:
@@ -289,7 +295,7 @@ class DatasetSchema:
         for col_name in raw.strip_suffix:
             if col_name not in columns_cfg:
                 top.fail(
-                    f"raw.strip_suffix names '{col_name}', which is not a column{_suggest(col_name, list(columns_cfg))}"
+                    f"raw.strip_suffix names '{col_name}', which is not a column{suggest(col_name, list(columns_cfg))}"
                 )
         key_env = str(top.get("pseudonym_key_env", "GITML_PSEUDONYM_KEY"))
         return cls(name, columns, raw, quality, key_env, source)
@@ -361,7 +367,7 @@ def _read_generalization(
         )
         for member in member_reader.strings("members"):
             if member not in categories:
-                hint = _suggest(member, categories)
+                hint = suggest(member, categories)
                 spec.fail(f"group '{group}' lists '{member}', which is not a category of '{col}'{hint}")
             if member in mapping:
                 spec.fail(f"'{member}' is in both group '{mapping[member]}' and group '{group}'")

@@ -17,6 +17,7 @@ from gitml.errors import GitmlError
 # More than this share of a column's values failing its type means the column itself is wrong
 # (a shifted column, a wrong dtype in the config), not that some rows are bad.
 WRONG_TYPE_SHARE = 0.5
+MAX_EXACT_INTEGER = 2**53
 
 
 @dataclass
@@ -38,11 +39,12 @@ def _examples(values: pd.Series[Any], n: int = 3) -> str:
 
 def _parse_numbers(column: Column, values: pd.Series[Any]) -> tuple[pd.Series[Any], pd.Series[Any]]:
     """Numbers parsed from strings, and a mask of values that are present but not valid numbers."""
-    parsed = pd.to_numeric(values, errors="coerce")
-    invalid = values.notna() & parsed.isna()
+    parsed = pd.to_numeric(values, errors="coerce").astype(float)
+    invalid = values.notna() & ~np.isfinite(parsed)  # unparseable, "nan", "inf"
     if column.dtype == "integer":
-        invalid |= parsed.notna() & (parsed % 1 != 0)
-    return parsed.astype(float), invalid
+        # Beyond 2**53 a float no longer holds every whole number, and int64 overflows soon after.
+        invalid |= np.isfinite(parsed) & ((parsed % 1 != 0) | (parsed.abs() > MAX_EXACT_INTEGER))
+    return parsed.where(~invalid), invalid
 
 
 def check_columns(schema: DatasetSchema, rows: pd.DataFrame) -> None:
