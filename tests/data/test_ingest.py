@@ -220,6 +220,8 @@ def test_a_row_can_fail_several_rules_and_counts_once(tmp_path: Path) -> None:
 
 
 def test_too_many_bad_rows_fail_the_stage_but_keep_the_evidence(tmp_path: Path) -> None:
+    write_csv(tmp_path / "raw" / "toy.csv", toy_rows())
+    run_ingest(tmp_path)  # an earlier, good run leaves a clean table behind
     root = with_bad_rows(tmp_path, {i: {"age": "101"} for i in range(60)})
     with pytest.raises(GitmlError, match=r"60 of 200 rows \(30.0%\) failed validation, above the limit of 20.0%"):
         run_ingest(root)
@@ -328,3 +330,12 @@ def test_truncated_gzip(tmp_path: Path) -> None:
     raw = {**toy_config()["raw"], "files": [{"path": "raw/toy.csv.gz"}], "header": False}
     with pytest.raises(GitmlError, match=r"raw/toy.csv.gz: cannot be read.*complete and not corrupt"):
         run_ingest(tmp_path, toy_config(raw=raw))
+
+
+def test_a_limit_of_one_accepts_an_empty_clean_table(tmp_path: Path) -> None:
+    root = with_bad_rows(tmp_path, {i: {"age": "7"} for i in range(200)})
+    cfg = toy_config(quality={**toy_config()["quality"], "max_quarantined_fraction": 1.0})
+    result = run_ingest(root, cfg)
+    assert_accounted(root, result, 200)
+    assert result.rows_clean == 0
+    assert json.loads(Paths(root).ingest_report.read_text())["label_rate"] is None

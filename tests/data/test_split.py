@@ -84,6 +84,14 @@ def test_bad_split_config(ingested: Paths, changes: dict[str, Any], message: str
         run_split(ingested, **changes)
 
 
+def test_too_little_data(tmp_path: Path) -> None:
+    write_csv(tmp_path / "raw" / "toy.csv", toy_rows(3)[2:])  # one row, with a city
+    paths = Paths(tmp_path)
+    ingest.run({"data": toy_config()}, paths, TOY_KEY)
+    with pytest.raises(GitmlError, match="leave val, test with no rows out of 1"):
+        run_split(paths)
+
+
 def test_split_before_ingest(tmp_path: Path) -> None:
     with pytest.raises(GitmlError, match="run the ingest stage first"):
         run_split(Paths(tmp_path))

@@ -112,7 +112,9 @@ def run(cfg: Mapping[str, Any], paths: Paths, env: Mapping[str, str] | None = No
         "max_quarantined_fraction": limit,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
         "missing_values": {c: int(n) for c, n in clean.isna().sum().items() if n},
-        "label_rate": round(float((clean[schema.label.name] == schema.positive_class).mean()), 6),
+        "label_rate": round(float((clean[schema.label.name] == schema.positive_class).mean()), 6)
+        if len(clean)
+        else None,
         "pii_policies": {c.name: c.pii for c in schema.columns if c.pii != "keep"},
         "files": raw.files,
     }
@@ -120,6 +122,7 @@ def run(cfg: Mapping[str, Any], paths: Paths, env: Mapping[str, str] | None = No
     quarantine.to_csv(paths.quarantine, index=False, lineterminator="\n")
     write_json(paths.ingest_report, report)
     if fraction > limit:
+        paths.clean.unlink(missing_ok=True)  # an earlier run's table must not pass for this one's
         top = ", ".join(f"{code} {n}" for code, n in by_reason.most_common(5))
         raise GitmlError(
             f"{len(quarantine)} of {rows_read} rows ({fraction:.1%}) failed validation, above the limit of "

@@ -68,6 +68,8 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     if not paths.clean.is_file():
         raise GitmlError(f"{paths.clean}: not found; run the ingest stage first (dvc repro ingest).")
     clean = pd.read_parquet(paths.clean)
+    if clean.empty:
+        raise GitmlError(f"{paths.clean}: has no rows to split; reports/ingest.json says why they were quarantined.")
     unknown = [c for c in config.stratify if c not in clean.columns]
     if unknown:
         raise GitmlError(
@@ -76,6 +78,12 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         )
     strata = clean[list(config.stratify)].astype(str).agg("|".join, axis=1)
     positions = stratified_split(strata, config.fractions, config.seed)
+    empty = [name for name, rows in positions.items() if len(rows) == 0]
+    if empty:
+        raise GitmlError(
+            f"split.fractions leave {', '.join(empty)} with no rows out of {len(clean)}; "
+            "there is too little data for a train / val / test split."
+        )
 
     report: dict[str, Any] = {
         "seed": config.seed,
