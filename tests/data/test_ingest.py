@@ -339,3 +339,18 @@ def test_a_limit_of_one_accepts_an_empty_clean_table(tmp_path: Path) -> None:
     assert_accounted(root, result, 200)
     assert result.rows_clean == 0
     assert json.loads(Paths(root).ingest_report.read_text())["label_rate"] is None
+
+
+def test_columns_in_another_order_are_matched_by_header(tmp_path: Path) -> None:
+    order = list(reversed(TOY_COLUMNS))
+    rows = [list(reversed(r)) for r in toy_rows()]
+    rows[7] = rows[7][:3]  # a short line: its values still land under the right names
+    write_csv(tmp_path / "raw" / "toy.csv", rows, header=order)
+    result = run_ingest(tmp_path)
+    assert_accounted(tmp_path, result, 200)
+    clean = pd.read_parquet(Paths(tmp_path).clean)
+    assert list(clean.columns) == TOY_COLUMNS
+    bad = quarantine(tmp_path).iloc[0]
+    assert bad["churned"] == toy_rows()[7][-1]
+    assert bad["segment"] == toy_rows()[7][-2]
+    assert bad["age"] == ""

@@ -149,59 +149,68 @@ def _wrong_shape_error(
     return GitmlError(where + hint)
 
 
+def _read_file(
+    schema: DatasetSchema, raw_file: RawFile, root: Path
+) -> tuple[list[list[str | None]], list[list[str | None]], int]:
+    """Well-formed rows (schema order + source), malformed rows, and the number of data rows."""
+    names = schema.names
+    missing_tokens = set(schema.raw.missing_values) | {""}
+    path = root / raw_file.path
+    if not path.is_file():
+        raise GitmlError(
+            f"raw file {raw_file.path} not found. The dataset config ({schema.source}) lists it under "
+            "raw.files: restore it (git checkout -- <file>), or point raw.files at your data."
+        )
+    records = _records(path, raw_file, schema.raw.delimiter, schema.raw.encoding)
+    order = list(range(len(names)))
+    if schema.raw.header:
+        first = next(records, None)
+        if first is None:
+            raise GitmlError(f"{raw_file.path}: the file is empty (no header, no rows). Check the export.")
+        # Only a header that does not match needs a sample of rows, to say what an extra column holds.
+        mismatch = set(first[1]) != set(names)
+        sample = [fields for _, fields in itertools.islice(records, 200)] if mismatch else []
+        order = _check_header(first[1], schema, raw_file, sample)
+    counts: Counter[int] = Counter()
+    good: list[list[str | None]] = []
+    bad: list[list[str | None]] = []
+    first_fields: list[str] = []
+    extras: list[list[str]] = []
+    for line, fields in records:
+        counts[len(fields)] += 1
+        first_fields = first_fields or fields
+        values = [None if v in missing_tokens else v for v in fields]
+        in_schema_order = [values[i] if i < len(values) else None for i in order]
+        if len(fields) == len(names):
+            good.append([*in_schema_order, raw_file.path, str(line)])
+        else:
+            extra = schema.raw.delimiter.join(fields[len(names) :]) or None
+            reason = f"expected {len(names)} fields, found {len(fields)}"
+            bad.append([*in_schema_order, raw_file.path, str(line), extra, reason])
+            extras.append(fields[len(names) :])
+    n_rows = sum(counts.values())
+    if n_rows == 0:
+        raise GitmlError(
+            f"{raw_file.path}: has no data rows (after {raw_file.skip_rows} skipped line(s)"
+            f"{' and the header' if schema.raw.header else ''}). Check the export, or remove it from raw.files."
+        )
+    if len(bad) * 2 > n_rows:
+        raise _wrong_shape_error(raw_file, schema, counts, first_fields, extras)
+    return good, bad, n_rows
+
+
 def read_raw(schema: DatasetSchema, root: Path) -> RawTable:
     """Read every raw file; fail on what is wrong with a whole file, set aside what is wrong with a row."""
-    names = list(schema.names)
-    missing_tokens = set(schema.raw.missing_values) | {""}
     good: list[list[str | None]] = []
     bad: list[list[str | None]] = []
     files: dict[str, dict[str, int | str]] = {}
     for raw_file in schema.raw.files:
-        path = root / raw_file.path
-        if not path.is_file():
-            raise GitmlError(
-                f"raw file {raw_file.path} not found. The dataset config ({schema.source}) lists it under "
-                "raw.files: restore it (git checkout -- <file>), or point raw.files at your data."
-            )
-        records = _records(path, raw_file, schema.raw.delimiter, schema.raw.encoding)
-        order = list(range(len(names)))
-        if schema.raw.header:
-            first = next(records, None)
-            if first is None:
-                raise GitmlError(f"{raw_file.path}: the file is empty (no header, no rows). Check the export.")
-            # Only a header that does not match needs a sample of rows, to say what an extra column holds.
-            mismatch = set(first[1]) != set(names)
-            sample = [fields for _, fields in itertools.islice(records, 200)] if mismatch else []
-            order = _check_header(first[1], schema, raw_file, sample)
-        counts: Counter[int] = Counter()
-        file_good: list[list[str | None]] = []
-        file_bad: list[list[str | None]] = []
-        first_fields: list[str] = []
-        extras: list[list[str]] = []
-        for line, fields in records:
-            counts[len(fields)] += 1
-            first_fields = first_fields or fields
-            values: list[str | None] = [None if v in missing_tokens else v for v in fields]
-            if len(fields) == len(names):
-                file_good.append([values[i] for i in order] + [raw_file.path, str(line)])
-            else:
-                padded = (values + [None] * len(names))[: len(names)]
-                extra = schema.raw.delimiter.join(fields[len(names) :]) or None
-                reason = f"expected {len(names)} fields, found {len(fields)}"
-                file_bad.append([*padded, raw_file.path, str(line), extra, reason])
-                extras.append(fields[len(names) :])
-        n_rows = sum(counts.values())
-        if n_rows == 0:
-            raise GitmlError(
-                f"{raw_file.path}: has no data rows (after {raw_file.skip_rows} skipped line(s)"
-                f"{' and the header' if schema.raw.header else ''}). Check the export, or remove it from raw.files."
-            )
-        if len(file_bad) * 2 > n_rows:
-            raise _wrong_shape_error(raw_file, schema, counts, first_fields, extras)
+        file_good, file_bad, n_rows = _read_file(schema, raw_file, root)
         good.extend(file_good)
         bad.extend(file_bad)
-        files[raw_file.path] = {"rows": n_rows, "sha256": _sha256(path)}
+        files[raw_file.path] = {"rows": n_rows, "sha256": _sha256(root / raw_file.path)}
 
+    names = list(schema.names)
     rows = pd.DataFrame(good, columns=[*names, FILE_COLUMN, LINE_COLUMN], dtype=object)
     malformed = pd.DataFrame(bad, columns=[*names, FILE_COLUMN, LINE_COLUMN, EXTRA_COLUMN, REASON_COLUMN], dtype=object)
     for name, suffix in schema.raw.strip_suffix.items():
