@@ -53,3 +53,4 @@ def test_ingest_depends_on_every_module_it_imports(repo: Path, stages: dict[str,
     for module in ("ingest", "raw", "validate", "anonymize", "pii", "schema"):
         assert f"src/gitml/data/{module}.py" in deps
     assert "src/gitml/io.py" in deps  # how outputs are written is part of their bytes
+    assert "src/gitml/checked_config.py" in deps

@@ -354,3 +354,26 @@ def test_columns_in_another_order_are_matched_by_header(tmp_path: Path) -> None:
     assert bad["churned"] == toy_rows()[7][-1]
     assert bad["segment"] == toy_rows()[7][-2]
     assert bad["age"] == ""
+
+
+def test_a_header_the_config_does_not_expect(tmp_path: Path) -> None:
+    write_csv(tmp_path / "raw" / "toy.csv", toy_rows())
+    cfg = toy_config(raw={**toy_config()["raw"], "header": False})
+    with pytest.raises(
+        GitmlError, match=r"line 1 is a header \(customer_id, age, city, balance, ...\).*raw.header: true"
+    ):
+        run_ingest(tmp_path, cfg)
+
+
+def test_no_header_where_the_config_expects_one(tmp_path: Path) -> None:
+    write_csv(tmp_path / "raw" / "toy.csv", toy_rows(), header=None)
+    with pytest.raises(
+        GitmlError, match=r"the first line \(C00000, 67, \?, 8012.20, ...\) names none.*raw.header: false"
+    ):
+        run_ingest(tmp_path)
+
+
+def test_unknown_encoding_in_config(tmp_path: Path) -> None:
+    cfg = toy_config(raw={**toy_config()["raw"], "encoding": "utf-9"})
+    with pytest.raises(GitmlError, match=r"encoding 'utf-9' is not a text encoding"):
+        run_ingest(tmp_path, cfg)

@@ -73,10 +73,15 @@ def test_categorical_dtypes_survive(ingested: Paths) -> None:
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"fractions": {"train": 0.8, "test": 0.2}}, "exactly train, val, test"),
+        ({"fractions": {"train": 0.8, "test": 0.2}}, r"split.fractions: give each of train, val, test a positive"),
         ({"fractions": {"train": 0.8, "val": 0.3, "test": 0.2}}, "add up to 1"),
+        ({"fractions": {"train": 0.8, "vali": 0.2}}, r"unknown key 'vali' \(did you mean 'val'\?\)"),
+        ({"fractions": {"train": "most", "val": 0.2, "test": 0.2}}, r"train must be a number, got 'most'"),
         ({"stratify": ["segmnt"]}, "split.stratify names segmnt"),
-        ({"reference_rows": 0}, "at least 1"),
+        ({"stratify": "segmnt"}, "split.stratify names segmnt"),
+        ({"reference_rows": 0}, r"reference_rows must be a whole number >= 1, got 0"),
+        ({"seed": "abc"}, r"seed must be a whole number >= 0, got 'abc'"),
+        ({"sed": 3}, r"params.yaml: split: unknown key 'sed' \(did you mean 'seed'\?\)"),
     ],
 )
 def test_bad_split_config(ingested: Paths, changes: dict[str, Any], message: str) -> None:

@@ -14,8 +14,9 @@ from typing import IO
 
 import pandas as pd
 
+from gitml.checked_config import suggest
 from gitml.data.pii import detect, mask
-from gitml.data.schema import DatasetSchema, RawFile, suggest
+from gitml.data.schema import DatasetSchema, RawFile
 from gitml.errors import GitmlError
 
 FILE_COLUMN = "source_file"
@@ -112,6 +113,11 @@ def _check_header(header: list[str], schema: DatasetSchema, raw_file: RawFile, s
     if extra:
         named = [f"{h}{suggest(h, [n for n in missing if n.lower() == h.lower()] or missing)}" for h in extra]
         problems.append(f"unexpected column(s) {', '.join(named)}")
+    if problems and not set(header) & set(names):
+        raise GitmlError(
+            f"{raw_file.path}: the first line ({', '.join(header[:4])}, ...) names none of the schema's "
+            "columns. If the file has no header line, set raw.header: false in the dataset config."
+        )
     if problems:
         hints = "".join(
             f" Column '{h}':" + hint
@@ -177,6 +183,11 @@ def _read_file(
     first_fields: list[str] = []
     extras: list[list[str]] = []
     for line, fields in records:
+        if not counts and not schema.raw.header and [f.lower() for f in fields] == [n.lower() for n in names]:
+            raise GitmlError(
+                f"{raw_file.path}: line {line} is a header ({', '.join(fields[:4])}, ...), but the dataset "
+                "config says raw.header: false. Set raw.header: true."
+            )
         counts[len(fields)] += 1
         first_fields = first_fields or fields
         values = [None if v in missing_tokens else v for v in fields]

@@ -7,17 +7,16 @@ standard library and NumPy.
 
 from __future__ import annotations
 
-import difflib
+import codecs
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from gitml.errors import GitmlError
+from gitml.checked_config import ConfigReader, suggest
 
 ROLES = ("feature", "label", "protected", "identifier")
 DTYPES = ("integer", "float", "categorical", "string")
@@ -33,91 +32,6 @@ _RAW_KEYS = {"files", "delimiter", "header", "missing_values", "strip_suffix", "
 _FILE_KEYS = {"path", "skip_rows"}
 _QUALITY_KEYS = {"max_quarantined_fraction", "duplicates", "pii_max_matches"}
 _TOP_KEYS = {"name", "description", "raw", "columns", "quality", "pseudonym_key_env"}
-
-
-def suggest(word: str, choices: Sequence[str]) -> str:
-    """' (did you mean 'x'?)' for the closest choice, or nothing."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-class _ConfigReader:
-    """Reads one mapping of the dataset config, naming the place of every problem it finds."""
-
-    def __init__(self, source: str, where: str, mapping: Any, allowed: set[str]) -> None:
-        self.source = source
-        self.where = where
-        if not isinstance(mapping, Mapping):
-            self.fail(f"expected a mapping, got {type(mapping).__name__} ({mapping!r})")
-        self.mapping: Mapping[str, Any] = mapping
-        for key in mapping:
-            if key not in allowed:
-                self.fail(
-                    f"unknown key '{key}'{suggest(str(key), sorted(allowed))}; "
-                    f"allowed keys are {', '.join(sorted(allowed))}"
-                )
-
-    def fail(self, problem: str) -> NoReturn:
-        raise GitmlError(f"{self.source}: {self.where}: {problem}.")
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.mapping.get(key, default)
-
-    def required(self, key: str) -> Any:
-        if key not in self.mapping:
-            self.fail(f"'{key}' is required")
-        return self.mapping[key]
-
-    def choice(self, key: str, choices: Sequence[str], default: str | None = None) -> str:
-        value = self.mapping.get(key, default) if default is not None else self.required(key)
-        if value not in choices:
-            self.fail(f"{key} '{value}' is not one of {', '.join(choices)}{suggest(str(value), choices)}")
-        return str(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.mapping.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(f"{key} must be true or false, got {value!r}")
-        return bool(value)
-
-    def number(self, key: str, default: float | None = None) -> float | None:
-        value = self.mapping.get(key, default)
-        if value is None:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
-            self.fail(f"{key} must be a number, got {value!r}")
-        return float(value)
-
-    def strings(self, key: str, default: Sequence[str] | None = None) -> tuple[str, ...]:
-        value = self.mapping.get(key, default)
-        if value is None:
-            self.fail(f"'{key}' is required")
-        if not isinstance(value, Sequence) or isinstance(value, str):
-            self.fail(f"{key} must be a list of strings, got {value!r}")
-        if any(isinstance(v, bool) for v in value):
-            self.fail(
-                f"{key} has true/false in {list(value)}: YAML reads unquoted yes, no, on, off, true and false "
-                "as booleans. Quote them, e.g. ['yes', 'no']"
-            )
-        items = tuple(str(v) for v in value)
-        duplicated = sorted({v for v in items if items.count(v) > 1})
-        if duplicated:
-            self.fail(f"{key} lists {', '.join(duplicated)} more than once")
-        return items
-
-    def numbers(self, key: str) -> tuple[float, ...]:
-        value = self.mapping.get(key)
-        if (
-            not isinstance(value, Sequence)
-            or isinstance(value, str)
-            or not value
-            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-        ):
-            self.fail(f"{key} must be a non-empty list of numbers, got {value!r}")
-        edges = tuple(float(v) for v in value)
-        if any(b <= a for a, b in itertools.pairwise(edges)):
-            self.fail(f"{key} must be strictly increasing, got {list(value)}")
-        return edges
 
 
 def _number_text(value: float) -> str:
@@ -280,7 +194,7 @@ class DatasetSchema:
     @classmethod
     def from_config(cls, cfg: Any, source: str = "dataset config") -> DatasetSchema:
         """Build and check the schema; every mistake raises GitmlError naming its place."""
-        top = _ConfigReader(source, "dataset", cfg, _TOP_KEYS)
+        top = ConfigReader(source, "dataset", cfg, _TOP_KEYS)
         name = str(top.required("name"))
         raw = _read_raw(source, top.required("raw"))
         quality = _read_quality(source, top.get("quality", {}))
@@ -302,7 +216,7 @@ class DatasetSchema:
 
 
 def _read_raw(source: str, cfg: Any) -> RawFormat:
-    reader = _ConfigReader(source, "raw", cfg, _RAW_KEYS)
+    reader = ConfigReader(source, "raw", cfg, _RAW_KEYS)
     files_cfg = reader.required("files")
     if not isinstance(files_cfg, Sequence) or isinstance(files_cfg, str) or not files_cfg:
         reader.fail("files must be a non-empty list of {path: ..., skip_rows: ...}")
@@ -310,14 +224,16 @@ def _read_raw(source: str, cfg: Any) -> RawFormat:
     for i, entry in enumerate(files_cfg):
         if isinstance(entry, str):
             entry = {"path": entry}
-        file_reader = _ConfigReader(source, f"raw.files[{i}]", entry, _FILE_KEYS)
-        skip = file_reader.get("skip_rows", 0)
-        if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
-            file_reader.fail(f"skip_rows must be a whole number >= 0, got {skip!r}")
-        files.append(RawFile(str(file_reader.required("path")), skip))
+        file_reader = ConfigReader(source, f"raw.files[{i}]", entry, _FILE_KEYS)
+        files.append(RawFile(str(file_reader.required("path")), file_reader.integer("skip_rows", 0)))
     delimiter = str(reader.get("delimiter", ","))
     if len(delimiter) != 1:
         reader.fail(f"delimiter must be one character, got {delimiter!r}")
+    encoding = str(reader.get("encoding", "utf-8"))
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        reader.fail(f"encoding '{encoding}' is not a text encoding Python knows (e.g. utf-8, latin-1, cp1252)")
     suffixes = reader.get("strip_suffix", {}) or {}
     if not isinstance(suffixes, Mapping):
         reader.fail("strip_suffix must map a column name to the suffix to strip")
@@ -327,26 +243,24 @@ def _read_raw(source: str, cfg: Any) -> RawFormat:
         header=reader.boolean("header", True),
         missing_values=reader.strings("missing_values", ("",)),
         strip_suffix={str(k): str(v) for k, v in suffixes.items()},
-        encoding=str(reader.get("encoding", "utf-8")),
+        encoding=encoding,
     )
 
 
 def _read_quality(source: str, cfg: Any) -> Quality:
-    reader = _ConfigReader(source, "quality", cfg, _QUALITY_KEYS)
+    reader = ConfigReader(source, "quality", cfg, _QUALITY_KEYS)
     fraction = reader.number("max_quarantined_fraction", 0.01)
     assert fraction is not None
     if not 0 <= fraction <= 1:
         reader.fail(f"max_quarantined_fraction must be between 0 and 1, got {fraction}")
-    matches = reader.get("pii_max_matches", 0)
-    if not isinstance(matches, int) or isinstance(matches, bool) or matches < 0:
-        reader.fail(f"pii_max_matches must be a whole number >= 0, got {matches!r}")
+    matches = reader.integer("pii_max_matches", 0)
     return Quality(fraction, reader.choice("duplicates", DUPLICATE_POLICIES, "quarantine"), matches)
 
 
 def _read_generalization(
-    reader: _ConfigReader, col: str, dtype: str, categories: tuple[str, ...] | None
+    reader: ConfigReader, col: str, dtype: str, categories: tuple[str, ...] | None
 ) -> Generalization:
-    spec = _ConfigReader(reader.source, f"column '{col}': generalize", reader.get("generalize"), _GENERALIZE_KEYS)
+    spec = ConfigReader(reader.source, f"column '{col}': generalize", reader.get("generalize"), _GENERALIZE_KEYS)
     if dtype in ("integer", "float"):
         if "bins" in spec.mapping:
             edges = spec.numbers("bins")
@@ -362,7 +276,7 @@ def _read_generalization(
     assert categories is not None
     mapping: dict[str, str] = {}
     for group, members in groups_cfg.items():
-        member_reader = _ConfigReader(
+        member_reader = ConfigReader(
             reader.source, f"column '{col}': generalize.groups", {"members": members}, {"members"}
         )
         for member in member_reader.strings("members"):
@@ -383,7 +297,7 @@ def _read_generalization(
 
 
 def _read_column(source: str, name: str, cfg: Any) -> Column:
-    reader = _ConfigReader(source, f"column '{name}'", cfg, _COLUMN_KEYS)
+    reader = ConfigReader(source, f"column '{name}'", cfg, _COLUMN_KEYS)
     dtype = reader.choice("dtype", DTYPES)
     role = reader.choice("role", ROLES)
     pii = reader.choice("pii", PII_POLICIES, "keep")

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
 from gitml.errors import GitmlError
 from gitml.io import write_json, write_parquet
@@ -28,21 +29,21 @@ class SplitConfig:
     reference_rows: int
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], label: str) -> SplitConfig:
-        given = cfg.get("fractions")
-        if not isinstance(given, Mapping) or set(given) != set(SPLITS):
-            raise GitmlError(f"split.fractions must give exactly {', '.join(SPLITS)}; got {given!r}.")
-        try:
-            fractions = {name: float(given[name]) for name in SPLITS}
-        except (TypeError, ValueError) as exc:
-            raise GitmlError(f"split.fractions must be numbers; got {dict(given)}.") from exc
-        if any(f <= 0 for f in fractions.values()) or abs(sum(fractions.values()) - 1) > 1e-9:
-            raise GitmlError(f"split.fractions must be positive and add up to 1; got {fractions}.")
-        stratify = tuple(cfg.get("stratify") or (label,))
-        reference_rows = int(cfg.get("reference_rows", 5000))
-        if reference_rows < 1:
-            raise GitmlError(f"split.reference_rows must be at least 1; got {reference_rows}.")
-        return cls(fractions, int(cfg.get("seed", 0)), stratify, reference_rows)
+    def from_config(cls, cfg: Any, label: str, source: str) -> SplitConfig:
+        reader = ConfigReader(source, "split", cfg, {"seed", "fractions", "stratify", "reference_rows"})
+        shares = ConfigReader(source, "split.fractions", reader.required("fractions"), set(SPLITS))
+        fractions = {name: shares.number(name) for name in SPLITS}
+        if any(f is None or f <= 0 for f in fractions.values()):
+            shares.fail(f"give each of {', '.join(SPLITS)} a positive share, got {dict(shares.mapping)}")
+        if abs(sum(f for f in fractions.values() if f) - 1) > 1e-9:
+            shares.fail(f"the shares must add up to 1, got {dict(shares.mapping)}")
+        stratify = [cfg["stratify"]] if isinstance(cfg.get("stratify"), str) else cfg.get("stratify")
+        return cls(
+            fractions={name: float(f or 0) for name, f in fractions.items()},
+            seed=reader.integer("seed", 0),
+            stratify=ConfigReader(source, "split", {"stratify": stratify or [label]}, {"stratify"}).strings("stratify"),
+            reference_rows=reader.integer("reference_rows", 5000, minimum=1),
+        )
 
 
 def stratified_split(
@@ -64,7 +65,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     """Split the clean table; returns the split report."""
     schema = dataset_schema(cfg, paths.params)
     label, positive = schema.label.name, schema.positive_class
-    config = SplitConfig.from_config(section(cfg, "split", paths.params), label)
+    config = SplitConfig.from_config(section(cfg, "split", paths.params), label, paths.params.name)
     if not paths.clean.is_file():
         raise GitmlError(f"{paths.clean}: not found; run the ingest stage first (dvc repro ingest).")
     clean = pd.read_parquet(paths.clean)

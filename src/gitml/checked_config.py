@@ -1,0 +1,105 @@
+"""Reading hand-written config with messages that say where a mistake is and what was meant.
+
+Standard library only: the dataset schema, and with it the server, builds on this.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+from gitml.errors import GitmlError
+
+
+def suggest(word: str, choices: Sequence[str]) -> str:
+    """' (did you mean 'x'?)' for the closest choice, or nothing."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class ConfigReader:
+    """Reads one mapping of a config, naming the place (`source: where: key`) of every problem."""
+
+    def __init__(self, source: str, where: str, mapping: Any, allowed: set[str]) -> None:
+        self.source = source
+        self.where = where
+        if not isinstance(mapping, Mapping):
+            self.fail(f"expected a mapping, got {type(mapping).__name__} ({mapping!r})")
+        self.mapping: Mapping[str, Any] = mapping
+        for key in mapping:
+            if key not in allowed:
+                self.fail(
+                    f"unknown key '{key}'{suggest(str(key), sorted(allowed))}; "
+                    f"allowed keys are {', '.join(sorted(allowed))}"
+                )
+
+    def fail(self, problem: str) -> NoReturn:
+        raise GitmlError(f"{self.source}: {self.where}: {problem}.")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.mapping.get(key, default)
+
+    def required(self, key: str) -> Any:
+        if key not in self.mapping:
+            self.fail(f"'{key}' is required")
+        return self.mapping[key]
+
+    def choice(self, key: str, choices: Sequence[str], default: str | None = None) -> str:
+        value = self.mapping.get(key, default) if default is not None else self.required(key)
+        if value not in choices:
+            self.fail(f"{key} '{value}' is not one of {', '.join(choices)}{suggest(str(value), choices)}")
+        return str(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.mapping.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(f"{key} must be true or false, got {value!r}")
+        return bool(value)
+
+    def number(self, key: str, default: float | None = None) -> float | None:
+        value = self.mapping.get(key, default)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+            self.fail(f"{key} must be a number, got {value!r}")
+        return float(value)
+
+    def integer(self, key: str, default: int, minimum: int = 0) -> int:
+        value = self.mapping.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            self.fail(f"{key} must be a whole number >= {minimum}, got {value!r}")
+        return int(value)
+
+    def strings(self, key: str, default: Sequence[str] | None = None) -> tuple[str, ...]:
+        value = self.mapping.get(key, default)
+        if value is None:
+            self.fail(f"'{key}' is required")
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            self.fail(f"{key} must be a list of strings, got {value!r}")
+        if any(isinstance(v, bool) for v in value):
+            self.fail(
+                f"{key} has true/false in {list(value)}: YAML reads unquoted yes, no, on, off, true and false "
+                "as booleans. Quote them, e.g. ['yes', 'no']"
+            )
+        items = tuple(str(v) for v in value)
+        duplicated = sorted({v for v in items if items.count(v) > 1})
+        if duplicated:
+            self.fail(f"{key} lists {', '.join(duplicated)} more than once")
+        return items
+
+    def numbers(self, key: str) -> tuple[float, ...]:
+        value = self.mapping.get(key)
+        if (
+            not isinstance(value, Sequence)
+            or isinstance(value, str)
+            or not value
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        ):
+            self.fail(f"{key} must be a non-empty list of numbers, got {value!r}")
+        edges = tuple(float(v) for v in value)
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            self.fail(f"{key} must be strictly increasing, got {list(value)}")
+        return edges
