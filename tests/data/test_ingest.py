@@ -377,3 +377,15 @@ def test_unknown_encoding_in_config(tmp_path: Path) -> None:
     cfg = toy_config(raw={**toy_config()["raw"], "encoding": "utf-9"})
     with pytest.raises(GitmlError, match=r"encoding 'utf-9' is not a text encoding"):
         run_ingest(tmp_path, cfg)
+
+
+def test_numeric_bins_become_categories(toy_root: Path) -> None:
+    cfg = toy_config()
+    cfg["columns"]["balance"]["generalize"] = {"bins": [1000, 5000]}
+    rows = toy_rows()
+    rows[0][3], rows[1][3], rows[2][3] = "999.99", "1000", "5000"
+    write_csv(toy_root / "raw" / "toy.csv", rows)
+    run_ingest(toy_root, cfg)
+    balance = pd.read_parquet(Paths(toy_root).clean)["balance"]
+    assert list(balance.cat.categories) == ["<1000", "[1000, 5000)", "5000+"]
+    assert balance[:3].tolist() == ["<1000", "[1000, 5000)", "5000+"]

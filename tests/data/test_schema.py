@@ -121,3 +121,18 @@ def test_assign_bands_handles_arrays() -> None:
     schema = DatasetSchema.from_config(toy_config())
     out = schema.protected_groups("age", np.array([18, 30, 49, 50]))
     assert out.tolist() == ["<30", "30-49", "30-49", "50+"]
+
+
+def test_anonymize_values_per_policy() -> None:
+    from gitml.data.anonymize import anonymize_values
+
+    schema = DatasetSchema.from_config(toy_config())
+    assert anonymize_values(schema.column("age"), [20, 40], None).tolist() == [20, 40]
+    city = anonymize_values(schema.column("city"), ["Lyon", None, "Berlin"], None)
+    assert city.tolist() == ["France", None, "Germany"]
+    assert anonymize_values(schema.column("balance"), [10.0, 9000.0, float("nan")], None)[:2].tolist() == [10.0, 5000.0]
+    ids = anonymize_values(schema.column("customer_id"), ["C1", None], b"k" * 16)
+    assert ids[1] is None
+    assert len(ids[0]) == 32
+    with pytest.raises(ValueError, match="needs a key"):
+        anonymize_values(schema.column("customer_id"), ["C1"], None)
