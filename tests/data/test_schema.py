@@ -128,10 +128,10 @@ def test_anonymize_values_per_policy() -> None:
 
     schema = DatasetSchema.from_config(toy_config())
     assert anonymize_values(schema.column("age"), [20, 40], None).tolist() == [20, 40]
-    city = anonymize_values(schema.column("city"), ["Lyon", None, "Berlin"], None)
+    city = anonymize_values(schema.column("city"), np.array(["Lyon", None, "Berlin"], dtype=object), None)
     assert city.tolist() == ["France", None, "Germany"]
     assert anonymize_values(schema.column("balance"), [10.0, 9000.0, float("nan")], None)[:2].tolist() == [10.0, 5000.0]
-    ids = anonymize_values(schema.column("customer_id"), ["C1", None], b"k" * 16)
+    ids = anonymize_values(schema.column("customer_id"), np.array(["C1", None], dtype=object), b"k" * 16)
     assert ids[1] is None
     assert len(ids[0]) == 32
     with pytest.raises(ValueError, match="needs a key"):
