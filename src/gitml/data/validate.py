@@ -140,9 +140,9 @@ def find_duplicates(schema: DatasetSchema, rows: pd.DataFrame, valid: pd.Series[
 def typed_column(column: Column, values: pd.Series[Any]) -> pd.Series[Any]:
     """Valid string values converted to the column's declared dtype."""
     if column.numeric:
-        parsed = pd.to_numeric(values, errors="coerce")
+        parsed, _ = _parse_numbers(column, values)
         if column.dtype == "float":
-            return parsed.astype("float64")
+            return parsed
         return parsed.astype("Int64" if column.nullable else "int64")
     if column.dtype == "categorical":
         return pd.Series(pd.Categorical(values, categories=column.categories), index=values.index)
