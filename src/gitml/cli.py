@@ -68,11 +68,53 @@ def cmd_summary(paths: Paths, args: argparse.Namespace) -> str:
     return pipeline_summary(paths)
 
 
-COMMANDS: dict[str, tuple[Callable[[Paths, argparse.Namespace], str], str]] = {
-    "params": (cmd_params, "compose conf/ into params.yaml (as `dvc exp run` does)"),
-    "ingest": (cmd_ingest, "validate, quarantine and anonymise the raw data"),
-    "split": (cmd_split, "seeded stratified train/val/test split and drift reference"),
-    "summary": (cmd_summary, "print what the last pipeline run produced"),
+def cmd_draft_schema(paths: Paths, args: argparse.Namespace) -> str:
+    """Draft conf/data/<name>.yaml from a data file."""
+    from gitml.data.draft import draft_schema
+
+    text = draft_schema(
+        args.file, paths.root, args.name or args.file.name.split(".")[0], args.label, args.positive,
+        args.delimiter, args.header,
+    )  # fmt: skip
+    if args.out is None:
+        return text.rstrip("\n")
+    if args.out.exists() and not args.force:
+        raise GitmlError(f"{args.out} exists; pass --force to overwrite it, or choose another --out.")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text, encoding="utf-8")
+    return (
+        f"draft-schema: wrote {args.out}. Review it, select it in conf/config.yaml (data: {args.out.stem}), "
+        "then run `make params` and `make run`."
+    )
+
+
+def _params_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--check", action="store_true", help="fail if params.yaml is out of date")
+    command.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. split.seed=7")
+
+
+def _draft_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("file", type=Path, help="a CSV file (gzip-compressed or not)")
+    command.add_argument("--label", required=True, help="the column to predict")
+    command.add_argument("--positive", help="the label's positive class (default: the rarer of two)")
+    command.add_argument("--name", help="dataset name (default: the file name)")
+    command.add_argument("--delimiter", help="field delimiter (default: sniffed)")
+    header = command.add_mutually_exclusive_group()
+    header.add_argument(
+        "--header", dest="header", action="store_true", default=None, help="the first line names columns"
+    )
+    header.add_argument("--no-header", dest="header", action="store_false", help="the file has no header line")
+    command.add_argument("--out", type=Path, help="write here (e.g. conf/data/mine.yaml) instead of printing")
+    command.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+
+
+Handler = Callable[[Paths, argparse.Namespace], str]
+COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None] | None]] = {
+    "params": (cmd_params, "compose conf/ into params.yaml (as `dvc exp run` does)", _params_arguments),
+    "ingest": (cmd_ingest, "validate, quarantine and anonymise the raw data", None),
+    "split": (cmd_split, "seeded stratified train/val/test split and drift reference", None),
+    "summary": (cmd_summary, "print what the last pipeline run produced", None),
+    "draft-schema": (cmd_draft_schema, "draft a dataset config from your data file, to review", _draft_arguments),
 }
 
 
@@ -80,11 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitml", description="One tabular model, run the GitOps way.")
     parser.add_argument("--root", type=Path, default=Path(), help="repository root (default: .)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
+    for name, (_, help_text, add_arguments) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
-        if name == "params":
-            command.add_argument("--check", action="store_true", help="fail if params.yaml is out of date")
-            command.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. split.seed=7")
+        if add_arguments is not None:
+            add_arguments(command)
     return parser
 
 

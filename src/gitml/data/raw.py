@@ -35,7 +35,8 @@ class RawTable:
     files: dict[str, dict[str, int | str]] = field(default_factory=dict)
 
 
-def _open_text(path: Path, encoding: str) -> IO[str]:
+def open_text(path: Path, encoding: str) -> IO[str]:
+    """A text file, gzip-compressed or not, read as the csv module wants it (newline="")."""
     if encoding.lower().replace("_", "-") in ("utf-8", "utf8"):
         encoding = "utf-8-sig"  # tolerate the byte-order mark spreadsheet exports start with
     if path.suffix == ".gz":
@@ -54,7 +55,7 @@ def _sha256(path: Path) -> str:
 def _records(path: Path, raw_file: RawFile, delimiter: str, encoding: str) -> Iterator[tuple[int, list[str]]]:
     """(line number, trimmed fields) of each non-blank record after the skipped lines."""
     try:
-        with _open_text(path, encoding) as fh:
+        with open_text(path, encoding) as fh:
             for _ in range(raw_file.skip_rows):
                 fh.readline()
             reader = csv.reader(fh, delimiter=delimiter)
