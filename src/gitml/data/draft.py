@@ -150,7 +150,8 @@ def draft_schema(path: Path, root: Path, name: str, label: str, positive: str | 
     if label not in names:
         raise GitmlError(f"--label {label!r} is not a column of {path}; its columns are {', '.join(names)}.")
     columns = [_draft_column(n, [r[i] for r in body], len(body), label) for i, n in enumerate(names)]
-    label_spec = next(c.spec for c in columns if c.name == label)
+    label_column = next(c for c in columns if c.name == label)
+    label_spec = label_column.spec
     if label_spec.get("nullable"):
         raise GitmlError(f"the label {label!r} is missing in some rows of {path}; a label must always be present.")
     classes = label_spec.get("categories") or []
@@ -158,7 +159,7 @@ def draft_schema(path: Path, root: Path, name: str, label: str, positive: str | 
         counts = Counter(r[names.index(label)] for r in body)
         positive = min(classes, key=lambda c: (counts[c], c)) if len(classes) == 2 else None
         if positive is not None:
-            next(c for c in columns if c.name == label).notes.append(
+            label_column.notes.append(
                 "positive: the rarer class, whose probability the model predicts; change it if needed"
             )
     if positive not in classes:
