@@ -62,6 +62,40 @@ def cmd_split(paths: Paths, args: argparse.Namespace) -> str:
     return f"split: {sizes}"
 
 
+def cmd_train(paths: Paths, args: argparse.Namespace) -> str:
+    from gitml.model import train
+
+    report = train.run(_params(paths), paths)
+    if not report:  # a DDP process other than rank 0
+        return "train: done on this process"
+    best = ", ".join(f"{k} {v:.4f}" for k, v in report["best"].items())
+    return (
+        f"train: {report['epochs']} epochs in {report['seconds']:.0f} s on {report['device']}, "
+        f"best epoch {report['best_epoch']} ({best}) -> {paths.checkpoint.relative_to(paths.root)}"
+    )
+
+
+def cmd_export(paths: Paths, args: argparse.Namespace) -> str:
+    from gitml.model import export
+
+    report = export.run(_params(paths), paths)
+    return (
+        f"export: {paths.onnx.relative_to(paths.root)} ({report['bytes']:,} bytes); parity on {report['rows']:,} "
+        f"test rows: max |p_torch - p_onnx| = {report['max_abs_diff']:.2g} <= {report['tolerance']:g}"
+    )
+
+
+def cmd_evaluate(paths: Paths, args: argparse.Namespace) -> str:
+    from gitml.evaluate import stage
+
+    metrics = stage.run(_params(paths), paths)
+    test = metrics["test"]
+    return (
+        f"evaluate: test AUROC {test['auroc']:.4f}, accuracy {test['accuracy']:.4f} at threshold "
+        f"{metrics['threshold']['value']:.3f} ({metrics['threshold']['rule']} on val)"
+    )
+
+
 def cmd_summary(paths: Paths, args: argparse.Namespace) -> str:
     from gitml.summary import pipeline_summary
 
@@ -113,6 +147,9 @@ COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None
     "params": (cmd_params, "compose conf/ into params.yaml (as `dvc exp run` does)", _params_arguments),
     "ingest": (cmd_ingest, "validate, quarantine and anonymise the raw data", None),
     "split": (cmd_split, "seeded stratified train/val/test split and drift reference", None),
+    "train": (cmd_train, "fit the preprocessing and train the network (Lightning, DVCLive)", None),
+    "export": (cmd_export, "export the trained network to ONNX and check parity with torch", None),
+    "evaluate": (cmd_evaluate, "test-split metrics, per-group fairness metrics and plot data", None),
     "summary": (cmd_summary, "print what the last pipeline run produced", None),
     "draft-schema": (cmd_draft_schema, "draft a dataset config from your data file, to review", _draft_arguments),
 }

@@ -46,3 +46,58 @@ class Paths:
     @property
     def split_report(self) -> Path:
         return self.root / "reports" / "split.json"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def preprocess(self) -> Path:
+        """The fitted preprocessing spec (JSON, applied with NumPy alone)."""
+        return self.models / "preprocess.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        """The best epoch's Lightning checkpoint."""
+        return self.models / "model.ckpt"
+
+    @property
+    def onnx(self) -> Path:
+        return self.models / "model.onnx"
+
+    @property
+    def threshold(self) -> Path:
+        """The decision threshold chosen on the validation split, with its rule."""
+        return self.models / "threshold.json"
+
+    @property
+    def dvclive(self) -> Path:
+        """DVCLive's training curves (plots/metrics/) and last-epoch metrics (metrics.json)."""
+        return self.root / "dvclive"
+
+    @property
+    def train_report(self) -> Path:
+        return self.root / "reports" / "train.json"
+
+    @property
+    def export_report(self) -> Path:
+        return self.root / "reports" / "export.json"
+
+    @property
+    def metrics(self) -> Path:
+        """Headline test metrics and the fairness summaries."""
+        return self.root / "reports" / "metrics.json"
+
+    @property
+    def fairness(self) -> Path:
+        """Per-group metrics of every protected attribute."""
+        return self.root / "reports" / "fairness.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "reports" / "plots"
+
+    @property
+    def test_scores(self) -> Path:
+        """The exported model's score for every test row, in test split order."""
+        return self.root / "data" / "predictions" / "test.parquet"

@@ -61,6 +61,17 @@ def stratified_split(
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
 
 
+def load_split(paths: Paths, name: str) -> pd.DataFrame:
+    """One split written by this stage: train, val, test or reference."""
+    path = paths.split_file(name)
+    if not path.is_file():
+        raise GitmlError(f"{path}: not found; run the split stage first (dvc repro split).")
+    frame = pd.read_parquet(path)
+    if frame.empty:
+        raise GitmlError(f"{path}: has no rows; see reports/split.json.")
+    return frame
+
+
 def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     """Split the clean table; returns the split report."""
     schema = dataset_schema(cfg, paths.params)

@@ -1,0 +1,78 @@
+"""evaluate stage: the exported ONNX model on the test split, at a threshold chosen on validation.
+
+Writes reports/metrics.json (headline metrics and the fairness summaries, a DVC metrics file),
+reports/fairness.json (every group of every protected attribute), the plot data under
+reports/plots/, models/threshold.json (for the server), and the test scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from gitml.checked_config import ConfigReader
+from gitml.config import dataset_schema, section
+from gitml.data.features import PreprocessSpec, matrices
+from gitml.data.split import load_split
+from gitml.errors import GitmlError
+from gitml.evaluate.metrics import fairness_summary, group_metrics, headline
+from gitml.evaluate.plots import write_plots
+from gitml.evaluate.threshold import RULES, choose_threshold
+from gitml.io import write_json, write_parquet
+from gitml.model.runtime import onnx_scores
+from gitml.paths import Paths
+
+
+def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+    """Evaluate; returns what reports/metrics.json holds."""
+    source = paths.params.name
+    reader = ConfigReader(
+        source, "evaluate", section(cfg, "evaluate", paths.params), {"threshold", "calibration_bins", "min_group_size"}
+    )
+    rule_reader = ConfigReader(source, "evaluate.threshold", reader.get("threshold", {}), {"rule", "value"})
+    rule = rule_reader.choice("rule", RULES, "max_f1")
+    fixed = rule_reader.number("value", 0.5)
+    if rule == "fixed" and (fixed is None or not 0 <= fixed <= 1):
+        rule_reader.fail(f"value must be a probability in [0, 1] for rule fixed, got {fixed!r}")
+    bins = reader.integer("calibration_bins", 15, minimum=2)
+    min_group_size = reader.integer("min_group_size", 50, minimum=1)
+    schema = dataset_schema(cfg, paths.params)
+    spec = PreprocessSpec.load(paths.preprocess)
+    if not paths.onnx.is_file():
+        raise GitmlError(f"{paths.onnx}: not found; run the export stage first (dvc repro export).")
+
+    x_val, y_val = matrices(spec, schema, load_split(paths, "val"))
+    # Rounded once, here: the server reads the same number from models/threshold.json.
+    threshold = round(choose_threshold(onnx_scores(paths.onnx, x_val), y_val, rule, fixed or 0.5), 6)
+    test = load_split(paths, "test")
+    x_test, y_test = matrices(spec, schema, test)
+    scores = onnx_scores(paths.onnx, x_test)
+
+    per_attribute: dict[str, dict[str, dict[str, Any]]] = {}
+    summaries: dict[str, Any] = {}
+    for column in schema.protected_columns:
+        groups = schema.protected_groups(column.name, test[column.name].to_numpy())
+        per_attribute[column.name] = group_metrics(scores, y_test, groups, threshold)
+        summaries[column.name] = fairness_summary(
+            scores, y_test, groups, threshold, per_attribute[column.name], min_group_size
+        )
+    metrics = {
+        "threshold": {"rule": rule, "value": threshold, "chosen_on": "val"},
+        "test": headline(scores, y_test, threshold, bins),
+        "fairness": summaries,
+    }
+    write_json(paths.metrics, metrics)
+    write_json(paths.fairness, {"threshold": threshold, "min_group_size": min_group_size, **per_attribute})
+    labels = tuple(c for c in (schema.label.categories or ()) if c != schema.positive_class)[:1] or ("negative",)
+    write_plots(paths.plots, scores, y_test, threshold, (labels[0], schema.positive_class), per_attribute, bins)
+    write_json(
+        paths.threshold,
+        {"threshold": threshold, "rule": rule, "chosen_on": "val", "positive_class": schema.positive_class},
+    )
+    write_parquet(
+        paths.test_scores,
+        pd.DataFrame({"row": range(len(scores)), "score": scores, "decision": scores >= threshold}),
+    )
+    return metrics

@@ -1,0 +1,126 @@
+"""export stage: the trained network -> models/model.onnx, checked against torch on the whole test split.
+
+The ONNX graph takes the preprocessed matrix (`features`, float32, any number of rows) and gives
+the positive-class probability (`probability`, one per row). The preprocessing spec's SHA-256 is
+stored in the model's metadata, so a server can refuse a spec that does not belong to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from gitml.checked_config import ConfigReader
+from gitml.config import dataset_schema, section
+from gitml.data.features import PreprocessSpec, matrices
+from gitml.data.split import load_split
+from gitml.errors import GitmlError
+from gitml.io import write_json
+from gitml.model.lightning import Probability, TabularClassifier
+from gitml.model.runtime import INPUT, OUTPUT, onnx_scores
+from gitml.paths import Paths
+
+
+def load_model(paths: Paths) -> TabularClassifier:
+    if not paths.checkpoint.is_file():
+        raise GitmlError(f"{paths.checkpoint}: not found; run the train stage first (dvc repro train).")
+    module = TabularClassifier.load_from_checkpoint(str(paths.checkpoint), map_location="cpu")
+    module.eval()
+    return module
+
+
+def export_onnx(model: torch.nn.Module, width: int, path: Path, opset: int, metadata: Mapping[str, str]) -> None:
+    """Export with the torch.export-based exporter; the batch axis is dynamic."""
+    import onnx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The exporter reports optional torchvision operators it skips; they are not used here.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model.eval(),
+            (torch.zeros(2, width),),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+    assert program is not None
+    proto = program.model_proto
+    # The exporter annotates every node with its Python stack trace (absolute paths, line
+    # numbers): dropped, so that the same weights give the same file in any clone.
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    for function in proto.functions:
+        for node in function.node:
+            del node.metadata_props[:]
+    for key, value in sorted(metadata.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    onnx.save_model(proto, str(path))
+
+
+def verify_parity(path: Path, model: torch.nn.Module, x: npt.NDArray[np.float32], tolerance: float) -> dict[str, Any]:
+    """Compare ONNX Runtime with torch on every row; raise if any score differs by more than `tolerance`."""
+    with torch.no_grad():
+        expected = model.eval()(torch.from_numpy(x)).numpy().reshape(-1)
+    actual = onnx_scores(path, x)
+    if actual.shape != expected.shape:
+        raise GitmlError(f"{path}: gives {actual.shape[0]} scores for {expected.shape[0]} rows; the export is broken.")
+    diff = np.abs(actual.astype(np.float64) - expected.astype(np.float64))
+    worst = int(np.nanargmax(diff)) if np.isfinite(diff).any() else 0
+    max_diff = float(np.max(diff)) if np.isfinite(diff).all() else float("inf")
+    return {
+        "rows": len(x),
+        "max_abs_diff": max_diff,
+        "worst_row": worst,
+        "tolerance": tolerance,
+        "passed": bool(max_diff <= tolerance),
+    }
+
+
+def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+    """Export the checkpoint to ONNX and check parity on the test split; returns the export report."""
+    source = paths.params.name
+    reader = ConfigReader(source, "export", section(cfg, "export", paths.params), {"opset", "parity_tolerance"})
+    opset = reader.integer("opset", 18, minimum=7)
+    tolerance = reader.number("parity_tolerance", 1e-5)
+    if tolerance is None or tolerance < 0:
+        reader.fail(f"parity_tolerance must be a non-negative number, got {tolerance!r}")
+    schema = dataset_schema(cfg, paths.params)
+    spec = PreprocessSpec.load(paths.preprocess)
+    module = load_model(paths)
+    if module.hparams["in_features"] != spec.width:
+        raise GitmlError(
+            f"{paths.checkpoint} takes {module.hparams['in_features']} inputs but {paths.preprocess} gives "
+            f"{spec.width}; they come from different runs. Re-run `dvc repro train`."
+        )
+    model = Probability(module.network).eval()
+    metadata = {
+        "gitml.dataset": spec.dataset,
+        "gitml.preprocess_sha256": spec.sha256,
+        "gitml.inputs": ",".join(spec.input_columns),
+        "gitml.width": str(spec.width),
+    }
+    export_onnx(model, spec.width, paths.onnx, opset, metadata)
+    x_test, _ = matrices(spec, schema, load_split(paths, "test"))
+    report = {**verify_parity(paths.onnx, model, x_test, tolerance), "opset": opset, "bytes": paths.onnx.stat().st_size}
+    write_json(paths.export_report, report)
+    if not report["passed"]:
+        raise GitmlError(
+            f"ONNX parity check failed: ONNX Runtime and torch differ by {report['max_abs_diff']:.3g} on test row "
+            f"{report['worst_row']} (tolerance {tolerance:g}; {paths.export_report}). The exported graph does not "
+            "compute what the trained network does: check custom layers in conf/model/ export to ONNX, or the opset."
+        )
+    return report

@@ -1,0 +1,89 @@
+"""The LightningModule: a network from conf/model/, weighted binary cross-entropy, AUROC on validation."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import nn
+from torchmetrics.classification import BinaryAUROC
+
+# Keys of a model config that configure training, not the network's constructor.
+TRAINING_KEYS = ("optimizer", "scheduler")
+
+
+def build_network(model: Mapping[str, Any], in_features: int) -> nn.Module:
+    """Instantiate the network a model config names with `_target_`."""
+    network = {k: v for k, v in model.items() if k not in TRAINING_KEYS}
+    built: nn.Module = instantiate(network, in_features=in_features, _convert_="all")
+    return built
+
+
+class TabularClassifier(L.LightningModule):
+    """A binary classifier over the preprocessed matrix; its hyperparameters are plain config.
+
+    Everything needed to rebuild it is saved in the checkpoint, so
+    `TabularClassifier.load_from_checkpoint(path)` gives the trained model back.
+    """
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        in_features: int,
+        pos_weight: float = 1.0,
+        monitor: str = "val/auroc",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self.model_config = dict(model)
+        self.monitor = monitor
+        self.network = build_network(model, in_features)
+        self.pos_weight: torch.Tensor
+        self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
+        self.val_auroc = BinaryAUROC()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the positive class."""
+        out: torch.Tensor = self.network(x)
+        return out
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y, weight = batch
+        logits = self(x)
+        loss = F.binary_cross_entropy_with_logits(logits, y, weight=weight, pos_weight=self.pos_weight)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        x, y, _ = batch
+        logits = self(x).float()
+        self.val_auroc.update(torch.sigmoid(logits), y.long())
+        loss = F.binary_cross_entropy_with_logits(logits, y)
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log("val/auroc", self.val_auroc, on_step=False, on_epoch=True, batch_size=len(y))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.model_config["optimizer"])(self.parameters())
+        scheduler_config = self.model_config.get("scheduler")
+        if not scheduler_config:
+            return optimizer
+        scheduler = instantiate(scheduler_config)(optimizer)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": self.monitor},
+        }
+
+
+class Probability(nn.Module):
+    """What is exported: the network followed by a sigmoid, (batch, features) -> (batch,)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.network(features))

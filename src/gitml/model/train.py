@@ -1,0 +1,220 @@
+"""train stage: fit the preprocessing on the train split, then train the network with Lightning.
+
+Writes models/preprocess.json (the fitted preprocessing), models/model.ckpt (the best epoch on
+the early-stopping metric), the DVCLive curves under dvclive/, and reports/train.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+import torch
+from hydra.errors import InstantiationException
+
+from gitml.checked_config import ConfigReader
+from gitml.config import dataset_schema, section
+from gitml.data.features import PreprocessConfig, fit, frame_columns, matrices
+from gitml.data.split import load_split
+from gitml.errors import GitmlError
+from gitml.io import write_json
+from gitml.model.datamodule import TabularDataModule
+from gitml.model.lightning import TabularClassifier
+from gitml.paths import Paths
+
+# What is kept of a Lightning checkpoint: enough for `load_from_checkpoint`, and nothing that
+# names this machine's paths, so the same training gives the same bytes in any clone.
+CHECKPOINT_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version", "epoch", "global_step")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int
+    batch_size: int
+    threads: int | None
+    class_weight: str | float
+    monitor: str
+    patience: int
+    min_delta: float
+    reweigh: bool
+    reweigh_attributes: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, cfg: Any, source: str) -> TrainConfig:
+        keys = {"seed", "batch_size", "threads", "class_weight", "early_stopping", "reweigh"}
+        reader = ConfigReader(source, "train", cfg, keys)
+        stopping = ConfigReader(
+            source, "train.early_stopping", reader.get("early_stopping", {}), {"monitor", "patience", "min_delta"}
+        )
+        reweigh = ConfigReader(source, "train.reweigh", reader.get("reweigh", {}), {"enabled", "attributes"})
+        class_weight = reader.get("class_weight", "balanced")
+        if isinstance(class_weight, bool) or not (
+            class_weight in ("balanced", "none") or (isinstance(class_weight, int | float) and class_weight > 0)
+        ):
+            reader.fail(f"class_weight: use balanced, none or a positive number, got {class_weight!r}")
+        threads = reader.get("threads")
+        if threads is not None:
+            threads = reader.integer("threads", 1, minimum=1)
+        return cls(
+            seed=reader.integer("seed", 0),
+            batch_size=reader.integer("batch_size", 512, minimum=1),
+            threads=threads,
+            class_weight=class_weight,
+            monitor=stopping.choice("monitor", ["val/auroc", "val/loss"], "val/auroc"),
+            patience=stopping.integer("patience", 4, minimum=1),
+            min_delta=stopping.number("min_delta", 0.0) or 0.0,
+            reweigh=reweigh.boolean("enabled", False),
+            reweigh_attributes=reweigh.strings("attributes", ()),
+        )
+
+
+def reweighing(groups: pd.DataFrame, y: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """Kamiran & Calders reweighing: w(g, y) = P(g) P(y) / P(g, y), so group and label look independent."""
+    cell = groups.astype(str).agg("|".join, axis=1).to_numpy() if groups.shape[1] else np.zeros(len(y), dtype=str)
+    frame = pd.DataFrame({"g": cell, "y": y})
+    p_g = frame["g"].map(frame["g"].value_counts(normalize=True))
+    p_y = frame["y"].map(frame["y"].value_counts(normalize=True))
+    p_gy = frame.groupby(["g", "y"])["y"].transform("size") / len(frame)
+    return (p_g * p_y / p_gy).to_numpy(dtype=np.float32)
+
+
+def pos_weight_for(class_weight: str | float, y: npt.NDArray[np.float32]) -> float:
+    positives = float(y.sum())
+    if positives == 0 or positives == len(y):
+        raise GitmlError(
+            f"the train split has {'no' if positives == 0 else 'only'} positive labels; "
+            "a classifier needs both classes. Check the label's `positive` class in the dataset schema."
+        )
+    if class_weight == "balanced":
+        return (len(y) - positives) / positives
+    return 1.0 if class_weight == "none" else float(class_weight)
+
+
+class EpochLine(L.Callback):
+    """One line per epoch on stdout, in place of a progress bar (readable in CI logs)."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_rank != 0:
+            return
+        shown = " ".join(
+            f"{k} {float(v):.4f}"
+            for k, v in sorted(trainer.callback_metrics.items())
+            if k.startswith(("train/", "val/"))
+        )
+        print(f"  epoch {trainer.current_epoch:>3}  {shown}", flush=True)
+
+
+def build_trainer(trainer_cfg: Mapping[str, Any], callbacks: list[L.Callback], logger: Any, root: Path) -> L.Trainer:
+    from hydra.utils import instantiate
+
+    try:
+        trainer: L.Trainer = instantiate(
+            dict(trainer_cfg), callbacks=callbacks, logger=logger, default_root_dir=str(root), _convert_="all"
+        )
+    except InstantiationException as exc:
+        raise GitmlError(f"params.yaml: trainer (from conf/trainer/): {exc}") from exc
+    return trainer
+
+
+def save_checkpoint(source: str, target: Path) -> None:
+    checkpoint = torch.load(source, map_location="cpu", weights_only=False)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: checkpoint[k] for k in CHECKPOINT_KEYS if k in checkpoint}, target)
+
+
+def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+    """Train; returns the training report (also written to reports/train.json)."""
+    from dvclive.lightning import DVCLiveLogger
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    source = paths.params.name
+    schema = dataset_schema(cfg, paths.params)
+    pre_config = PreprocessConfig.from_config(section(cfg, "preprocess", paths.params), source)
+    config = TrainConfig.from_config(section(cfg, "train", paths.params), source)
+    model_cfg = section(cfg, "model", paths.params)
+    trainer_cfg = section(cfg, "trainer", paths.params)
+    for key in ("_target_", "optimizer"):
+        if key not in model_cfg:
+            raise GitmlError(f"{source}: model (from conf/model/) has no `{key}`; see conf/model/mlp.yaml.")
+    unknown = [a for a in config.reweigh_attributes if a not in [c.name for c in schema.protected_columns]]
+    if config.reweigh and unknown:
+        raise GitmlError(
+            f"{source}: train.reweigh.attributes names {', '.join(unknown)}, which the dataset schema does not "
+            f"mark protected ({', '.join(c.name for c in schema.protected_columns) or 'none are'})."
+        )
+
+    train_frame, val_frame = load_split(paths, "train"), load_split(paths, "val")
+    spec = fit(schema, frame_columns(train_frame, [c.name for c in schema.feature_columns]), pre_config)
+    spec.save(paths.preprocess)
+    x_train, y_train = matrices(spec, schema, train_frame)
+    x_val, y_val = matrices(spec, schema, val_frame)
+    if config.reweigh:
+        bands = {a: schema.protected_groups(a, train_frame[a].to_numpy()) for a in config.reweigh_attributes}
+        weights = reweighing(pd.DataFrame(bands), y_train)
+    else:
+        weights = np.ones(len(y_train), dtype=np.float32)
+    pos_weight = pos_weight_for(config.class_weight, y_train)
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # Lightning's own use of a torch API it has not caught up with; nothing the user can act on.
+    warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    try:
+        module = TabularClassifier(model_cfg, in_features=spec.width, pos_weight=pos_weight, monitor=config.monitor)
+    except InstantiationException as exc:
+        raise GitmlError(f"{source}: model (from conf/model/): {exc}") from exc
+    data = TabularDataModule(
+        train=(torch.from_numpy(x_train), torch.from_numpy(y_train), torch.from_numpy(weights)),
+        val=(torch.from_numpy(x_val), torch.from_numpy(y_val), torch.ones(len(y_val))),
+        batch_size=config.batch_size,
+        seed=config.seed,
+    )
+    mode = "max" if config.monitor.endswith("auroc") else "min"
+    paths.dvclive.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="gitml-train-") as scratch:
+        checkpoint = ModelCheckpoint(
+            dirpath=scratch, filename="best", monitor=config.monitor, mode=mode, save_top_k=1, save_last=False
+        )
+        stopping = EarlyStopping(
+            monitor=config.monitor, mode=mode, patience=config.patience, min_delta=config.min_delta
+        )
+        # dvc.yaml declares DVCLive's files as this stage's metrics and plots: it must not write its
+        # own dvc.yaml, and `dvc exp run` records the experiment, not DVCLive.
+        logger = DVCLiveLogger(dir=str(paths.dvclive), dvcyaml=False, save_dvc_exp=False, run_name=None)
+        trainer = build_trainer(trainer_cfg, [checkpoint, stopping, EpochLine()], logger, Path(scratch))
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=data)
+        seconds = time.perf_counter() - started
+        if not checkpoint.best_model_path:
+            raise GitmlError("training ended without a checkpoint; check trainer.max_epochs in conf/trainer/.")
+        if trainer.global_rank != 0:
+            return {}
+        save_checkpoint(checkpoint.best_model_path, paths.checkpoint)
+        best_epoch = int(torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"])
+
+    report: dict[str, Any] = {
+        "rows": {"train": len(y_train), "val": len(y_val)},
+        "features": {"columns": len(spec.input_columns), "width": spec.width},
+        "parameters": sum(p.numel() for p in module.network.parameters()),
+        "pos_weight": round(pos_weight, 6),
+        "reweigh": list(config.reweigh_attributes) if config.reweigh else [],
+        "epochs": trainer.current_epoch,
+        "best_epoch": best_epoch,
+        "best": {config.monitor: round(float(checkpoint.best_model_score or float("nan")), 6)},
+        "device": trainer.strategy.root_device.type,
+        "seconds": round(seconds, 1),
+    }
+    write_json(paths.train_report, report)
+    return report
