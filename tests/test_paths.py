@@ -31,6 +31,25 @@ def test_stage_outputs_are_the_paths_the_code_writes(stages: dict[str, Any]) -> 
         str(paths.split_report),
     }
     assert str(paths.clean) in stages["split"]["deps"]
+    assert _outs(stages["train"]) == {
+        str(paths.preprocess), str(paths.checkpoint), str(paths.dvclive / "plots"),
+        str(paths.train_report), str(paths.dvclive / "metrics.json"),
+    }  # fmt: skip
+    assert _outs(stages["export"]) == {str(paths.onnx), str(paths.export_report)}
+    assert _outs(stages["evaluate"]) == {
+        str(paths.threshold), str(paths.test_scores), str(paths.plots), str(paths.metrics), str(paths.fairness),
+    }  # fmt: skip
+    assert {str(paths.checkpoint), str(paths.preprocess)} <= set(stages["export"]["deps"])
+    assert {str(paths.onnx), str(paths.preprocess)} <= set(stages["evaluate"]["deps"])
+
+
+def test_plot_definitions_read_files_the_stages_write(repo: Path) -> None:
+    plots = yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
+    for definition in plots:
+        ((title, spec),) = definition.items()
+        for path in spec["y"]:
+            assert path.startswith(("reports/plots/", "dvclive/plots/")), title
+            assert (repo / path).is_file(), f"{title}: {path} (run `make run` and commit reports/ and dvclive/)"
 
 
 def test_every_stage_calls_a_gitml_subcommand(stages: dict[str, Any]) -> None:
@@ -45,6 +64,66 @@ def test_every_source_dependency_exists(repo: Path, stages: dict[str, Any]) -> N
         for dep in stage["deps"]:
             if dep.startswith("src/"):
                 assert (repo / dep).is_file(), f"{name} depends on missing {dep}"
+
+
+# What each stage's command runs; the modules it imports (transitively) decide its outputs.
+STAGE_MODULES = {
+    "ingest": "gitml.data.ingest",
+    "split": "gitml.data.split",
+    "train": "gitml.model.train",
+    "export": "gitml.model.export",
+    "evaluate": "gitml.evaluate.stage",
+}
+# These name files and word error messages; no output's bytes depend on them.
+NOT_DEPS = {"gitml.errors", "gitml.paths", "gitml.config"}
+
+
+def _module_file(repo: Path, module: str) -> Path | None:
+    base = repo / "src" / Path(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(repo: Path, module: str) -> set[str]:
+    """gitml modules `module` imports, at any depth (imports inside functions count too)."""
+    import ast
+
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(repo, name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gitml"):
+                todo.append(node.module)
+                todo.extend(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                todo.extend(alias.name for alias in node.names if alias.name.startswith("gitml"))
+    return seen
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_MODULES))
+def test_each_stage_depends_on_every_module_it_runs(repo: Path, stages: dict[str, Any], stage: str) -> None:
+    """A code change that can alter a stage's outputs must re-run it (and nothing it cannot alter)."""
+    deps = set(stages[stage]["deps"])
+    modules = _imports(repo, STAGE_MODULES[stage])
+    if stage in ("train", "export"):  # the network is named in config (`_target_`), not imported
+        target = yaml.safe_load((repo / "params.yaml").read_text())["model"]["_target_"]
+        modules |= _imports(repo, target.rsplit(".", 1)[0])
+    needed = set()
+    for module in modules - NOT_DEPS:
+        path = _module_file(repo, module)
+        assert path is not None
+        if path.name != "__init__.py" or path.read_text().count("\n") > 8:
+            needed.add(str(path.relative_to(repo)))
+    assert sorted(needed - deps) == [], f"dvc.yaml: add these to the deps of {stage}"
+    listed = {d for d in deps if d.startswith("src/")}
+    assert sorted(listed - needed) == [], f"dvc.yaml: {stage} does not import these"
 
 
 def test_ingest_depends_on_every_module_it_imports(repo: Path, stages: dict[str, Any]) -> None:

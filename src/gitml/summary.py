@@ -17,6 +17,38 @@ def _load(path: Path, stage: str) -> dict[str, Any]:
     return data
 
 
+def _model_lines(paths: Paths) -> list[str]:
+    """Training, test metrics and fairness gaps; absent until the evaluate stage has run."""
+    if not paths.metrics.is_file():
+        return []
+    train = _load(paths.train_report, "train")
+    export = _load(paths.export_report, "export")
+    metrics = _load(paths.metrics, "evaluate")
+    test, threshold = metrics["test"], metrics["threshold"]
+    best = ", ".join(f"{k} {v:.4f}" for k, v in train["best"].items())
+    lines = [
+        f"  train       {train['epochs']} epochs, best epoch {train['best_epoch']} ({best}); "
+        f"{train['parameters']:,} parameters, {train['features']['width']} inputs",
+        f"  export      {paths.onnx.relative_to(paths.root)}; ONNX Runtime vs torch on {export['rows']:,} test rows: "
+        f"max |diff| {export['max_abs_diff']:.1e}",
+        f"  test        AUROC {test['auroc']:.3f} | accuracy {test['accuracy']:.3f} | balanced accuracy "
+        f"{test['balanced_accuracy']:.3f} | F1 {test['f1']:.3f} | ECE {test['ece']:.3f}",
+        f"  threshold   {threshold['value']:.3f} ({threshold['rule']} on {threshold['chosen_on']}); "
+        f"selection rate {test['selection_rate']:.1%}, base rate {test['positive_rate']:.1%}",
+    ]
+    for i, (attribute, gaps) in enumerate(sorted(metrics["fairness"].items())):
+        head = "  fairness    " if i == 0 else "              "
+        if gaps["demographic_parity_ratio"] is None:
+            lines.append(f"{head}{attribute:<6} fewer than two groups large enough to compare")
+            continue
+        lines.append(
+            f"{head}{attribute:<6} selection-rate ratio {gaps['demographic_parity_ratio']:.2f} | TPR gap "
+            f"{gaps['equal_opportunity_difference']:.3f} | equalized-odds gap {gaps['equalized_odds_difference']:.3f}"
+        )
+    lines.append(f"  per group   {paths.fairness.relative_to(paths.root)}; plots: dvc plots show")
+    return lines
+
+
 def pipeline_summary(paths: Paths) -> str:
     """A few lines a person reads at the end of `make run`."""
     ingest = _load(paths.ingest_report, "ingest")
@@ -36,5 +68,6 @@ def pipeline_summary(paths: Paths) -> str:
             f"  label rate  {split['label']} = {split['positive_class']}: "
             + " | ".join(f"{p} {split[p]['label_rate']:.1%}" for p in parts),
             f"  quarantine  {paths.quarantine.relative_to(paths.root)} (each rejected row with its reason)",
+            *_model_lines(paths),
         ]
     )

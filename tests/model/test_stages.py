@@ -1,0 +1,221 @@
+"""train -> export -> evaluate on a small sample of Adult, with the real Hydra config (CPU, 3 epochs)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import torch
+
+from gitml.cli import main
+from gitml.config import load_params
+from gitml.data.features import PreprocessSpec, matrices
+from gitml.data.schema import DatasetSchema
+from gitml.errors import GitmlError
+from gitml.evaluate import stage as evaluate
+from gitml.evaluate.threshold import choose_threshold
+from gitml.model import export, train
+from gitml.model.lightning import TabularClassifier
+from gitml.model.runtime import onnx_scores
+from gitml.paths import Paths
+
+Fresh = Callable[..., Paths]
+Reports = dict[str, dict[str, Any]]
+Trained = tuple[Paths, Reports]
+
+
+def run_all(paths: Paths) -> Reports:
+    params = load_params(paths.params)
+    return {
+        "train": train.run(params, paths),
+        "export": export.run(params, paths),
+        "evaluate": evaluate.run(params, paths),
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    import shutil
+
+    root = tmp_path_factory.mktemp("trained") / "repo"
+    shutil.copytree(adult_sample.root, root, symlinks=True)
+    paths = Paths(root)
+    return paths, run_all(paths)
+
+
+def test_train_writes_the_spec_the_checkpoint_and_dvclive_curves(trained: Trained) -> None:
+    paths, reports = trained
+    report = reports["train"]
+    assert report["rows"] == {"train": 3000, "val": 1000}
+    assert report["epochs"] == 3
+    assert 0 <= report["best_epoch"] < 3
+    assert report["best"]["val/auroc"] > 0.8  # a real signal, even from 3,000 rows and 3 epochs
+    spec = PreprocessSpec.load(paths.preprocess)
+    assert report["features"] == {"columns": 13, "width": spec.width}
+    module = TabularClassifier.load_from_checkpoint(str(paths.checkpoint), map_location="cpu")
+    assert module.hparams["in_features"] == spec.width
+    assert module.hparams["model"]["hidden"] == [128, 64]
+    # DVCLive: curves named as paths, one row per epoch, and the last epoch's metrics.
+    for curve in ("train/loss", "val/loss", "val/auroc"):
+        rows = (paths.dvclive / "plots" / "metrics" / f"{curve}.tsv").read_text().splitlines()
+        assert len(rows) == 1 + 3, curve
+    live = json.loads((paths.dvclive / "metrics.json").read_text())
+    assert set(live["val"]) == {"auroc", "loss"}
+    assert not (paths.dvclive / "dvc.yaml").exists()  # dvc.yaml of the repository declares them
+    assert json.loads(paths.train_report.read_text()) == report
+
+
+def test_checkpoint_names_no_path_of_this_machine(trained: Trained) -> None:
+    paths, _ = trained
+    assert str(paths.root).encode() not in paths.checkpoint.read_bytes()
+    assert str(paths.root).encode() not in paths.onnx.read_bytes()
+
+
+def test_onnx_has_a_dynamic_batch_axis_and_matches_torch(trained: Trained) -> None:
+    paths, reports = trained
+    assert reports["export"]["passed"] is True
+    assert reports["export"]["rows"] == 1000
+    assert reports["export"]["max_abs_diff"] <= 1e-5
+    model = onnx.load(str(paths.onnx))
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param
+    assert not batch.dim_value
+    spec = PreprocessSpec.load(paths.preprocess)
+    assert {p.key: p.value for p in model.metadata_props}["gitml.preprocess_sha256"] == spec.sha256
+    x = np.random.default_rng(0).normal(size=(7, spec.width)).astype(np.float32)
+    for rows in (1, 7):
+        assert onnx_scores(paths.onnx, x[:rows]).shape == (rows,)
+
+
+def test_evaluate_reports_metrics_groups_and_plot_data(trained: Trained) -> None:
+    paths, reports = trained
+    metrics = json.loads(paths.metrics.read_text())
+    assert metrics == reports["evaluate"]
+    assert set(metrics["test"]) >= {
+        "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "average_precision", "brier", "ece",
+    }  # fmt: skip
+    assert metrics["test"]["rows"] == 1000
+    assert set(metrics["fairness"]) == {"age", "race", "sex"}
+    for gaps in metrics["fairness"].values():
+        assert set(gaps) >= {
+            "demographic_parity_difference", "demographic_parity_ratio", "equal_opportunity_difference",
+            "equalized_odds_difference",
+        }  # fmt: skip
+    groups = json.loads(paths.fairness.read_text())
+    assert set(groups["age"]) == {"<25", "25-44", "45-64", "65+"}  # the schema's age bands
+    assert sum(g["size"] for g in groups["sex"].values()) == 1000
+    for name in ("roc.json", "pr.json", "calibration.json", "groups.json"):
+        assert json.loads((paths.plots / name).read_text()), name
+    confusion = (paths.plots / "confusion.csv").read_text().splitlines()
+    assert confusion[0] == "actual,predicted"
+    assert len(confusion) == 1001
+
+
+def test_threshold_is_chosen_on_validation_and_saved_for_the_server(trained: Trained) -> None:
+    paths, reports = trained
+    params = load_params(paths.params)
+    schema = DatasetSchema.from_config(params["data"])
+    spec = PreprocessSpec.load(paths.preprocess)
+    x_val, y_val = matrices(spec, schema, pd.read_parquet(paths.split_file("val")))
+    expected = round(choose_threshold(onnx_scores(paths.onnx, x_val), y_val, "max_accuracy", 0.5), 6)
+    saved = json.loads(paths.threshold.read_text())
+    assert saved["threshold"] == expected == reports["evaluate"]["threshold"]["value"]
+    scores = pd.read_parquet(paths.test_scores)
+    x_test, _ = matrices(spec, schema, pd.read_parquet(paths.split_file("test")))
+    np.testing.assert_array_equal(scores["score"].to_numpy(), onnx_scores(paths.onnx, x_test))
+    assert (scores["decision"] == (scores["score"] >= expected)).all()
+
+
+def test_same_seed_gives_identical_metrics_and_model(trained: Trained, fresh_copy: Fresh) -> None:
+    first, _ = trained
+    second = fresh_copy()
+    run_all(second)
+    assert second.metrics.read_bytes() == first.metrics.read_bytes()
+    assert second.onnx.read_bytes() == first.onnx.read_bytes()
+    assert second.checkpoint.read_bytes() == first.checkpoint.read_bytes()
+
+
+def test_parity_check_fails_the_stage_when_the_graph_is_wrong(
+    trained: Trained, fresh_copy: Fresh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A graph that does not compute what torch does (here: one bias shifted) must stop the stage."""
+    paths = fresh_copy()
+    for name in ("preprocess.json", "model.ckpt"):
+        (paths.models / name).parent.mkdir(parents=True, exist_ok=True)
+        (paths.models / name).write_bytes((trained[0].models / name).read_bytes())
+    real_export = export.export_onnx
+
+    def wrong_export(model: torch.nn.Module, width: int, path: Path, opset: int, metadata: dict[str, str]) -> None:
+        real_export(model, width, path, opset, metadata)
+        proto = onnx.load(str(path))
+        bias = next(t for t in proto.graph.initializer if len(t.dims) == 1 and t.dims[0] == 1)  # the output bias
+        values = onnx.numpy_helper.to_array(bias) + 0.05
+        bias.CopyFrom(onnx.numpy_helper.from_array(values.astype(np.float32), bias.name))
+        onnx.save(proto, str(path))
+
+    monkeypatch.setattr(export, "export_onnx", wrong_export)
+    with pytest.raises(GitmlError, match=r"ONNX parity check failed: .* differ by"):
+        export.run(load_params(paths.params), paths)
+    report = json.loads(paths.export_report.read_text())
+    assert report["passed"] is False
+    assert report["max_abs_diff"] > 1e-3
+
+
+def test_reweighing_and_class_weight_change_training(fresh_copy: Fresh) -> None:
+    paths = fresh_copy("train.reweigh.enabled=true", "train.class_weight=balanced", "trainer.max_epochs=1")
+    report = train.run(load_params(paths.params), paths)
+    assert report["reweigh"] == ["sex"]
+    positives = (pd.read_parquet(paths.split_file("train"))["income"] == ">50K").sum()
+    assert report["pos_weight"] == pytest.approx((3000 - positives) / positives, abs=1e-5)  # negatives / positives
+
+
+def test_reweighing_makes_group_and_label_independent() -> None:
+    rng = np.random.default_rng(0)
+    sex = rng.choice(["F", "M"], size=5000, p=[0.33, 0.67])
+    y = (rng.random(5000) < np.where(sex == "F", 0.11, 0.31)).astype(np.float32)
+    weights = train.reweighing(pd.DataFrame({"sex": sex}), y)
+    rates = {g: np.average(y[sex == g], weights=weights[sex == g]) for g in ("F", "M")}
+    assert rates["F"] == pytest.approx(rates["M"], abs=1e-6)
+    assert rates["F"] == pytest.approx(y.mean(), abs=1e-6)
+    assert weights.mean() == pytest.approx(1, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.class_weight=heavy", "class_weight: use balanced, none or a positive number"),
+        ("train.reweigh.enabled=true train.reweigh.attributes=[income]", "does not mark protected"),
+        ("model.activation=swish", "model.activation: 'swish' is not one of"),
+        ("model._target_=gitml.model.network.Transformer", r"model \(from conf/model/\)"),
+        ("+trainer.max_epoch=3", r"trainer \(from conf/trainer/\)"),
+        ("train.early_stopping.monitor=val/acc", "monitor"),
+    ],
+)
+def test_config_mistakes_stop_train_with_a_message(
+    fresh_copy: Fresh, override: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = fresh_copy(*override.split())
+    assert main(["--root", str(paths.root), "train"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gitml train: error: ")
+    assert "Traceback" not in err
+    assert re.search(message, err), err
+
+
+def test_export_and_evaluate_say_which_stage_to_run_first(
+    fresh_copy: Fresh, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = fresh_copy()
+    assert main(["--root", str(paths.root), "export"]) == 1
+    assert "preprocess.json: not found; the train stage writes it (dvc repro train)" in capsys.readouterr().err
+    paths.preprocess.parent.mkdir()
+    paths.preprocess.write_text("{}")
+    assert main(["--root", str(paths.root), "export"]) == 1
+    assert "format None, expected 'gitml-preprocess/1'; re-run the train stage" in capsys.readouterr().err
