@@ -219,3 +219,31 @@ def test_export_and_evaluate_say_which_stage_to_run_first(
     paths.preprocess.write_text("{}")
     assert main(["--root", str(paths.root), "export"]) == 1
     assert "format None, expected 'gitml-preprocess/1'; re-run the train stage" in capsys.readouterr().err
+
+
+def test_another_dataset_runs_end_to_end(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing in training or evaluation names an Adult column: the toy schema runs through the same stages."""
+    import shutil
+
+    import yaml
+
+    from tests.conftest import TOY_KEY, toy_config, toy_rows, write_csv
+
+    shutil.copytree(repo / "conf", tmp_path / "conf")
+    (tmp_path / "conf" / "data" / "toy.yaml").write_text(yaml.safe_dump(toy_config(), sort_keys=False))
+    write_csv(tmp_path / "raw" / "toy.csv", toy_rows(900))
+    monkeypatch.setenv(*next(iter(TOY_KEY.items())))
+    paths = Paths(tmp_path)
+    overrides = ["data=toy", "split.stratify=[churned]", "split.reference_rows=100", "evaluate.min_group_size=20"]
+    from gitml.config import compose_params
+    from tests.model.conftest import TINY
+
+    compose_params(paths.conf, paths.params, [*TINY, *overrides])
+    for command in ("ingest", "split", "train", "export", "evaluate"):
+        assert main(["--root", str(tmp_path), command]) == 0, command
+    spec = PreprocessSpec.load(paths.preprocess)
+    assert spec.input_columns == ("age", "city", "balance", "segment")  # the identifier never is an input
+    groups = json.loads(paths.fairness.read_text())
+    assert set(groups) - {"threshold", "min_group_size"} == {"age"}  # the toy schema's one protected attribute
+    assert set(groups["age"]) <= {"<30", "30-49", "50+"}
+    assert json.loads(paths.metrics.read_text())["test"]["rows"] == len(pd.read_parquet(paths.split_file("test")))
