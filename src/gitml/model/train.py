@@ -24,7 +24,7 @@ from hydra.errors import InstantiationException
 
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
-from gitml.data.features import PreprocessConfig, fit, frame_columns, matrices
+from gitml.data.features import PreprocessConfig, PreprocessSpec, fit, frame_columns, matrices
 from gitml.data.split import load_split
 from gitml.errors import GitmlError
 from gitml.io import write_json
@@ -126,17 +126,52 @@ def build_trainer(trainer_cfg: Mapping[str, Any], callbacks: list[L.Callback], l
     return trainer
 
 
+def training_callbacks(config: TrainConfig, scratch: Path, live_dir: Path) -> tuple[Any, list[L.Callback], Any]:
+    """The best-epoch checkpoint (in `scratch`), early stopping, the epoch line, and the DVCLive logger."""
+    from dvclive.lightning import DVCLiveLogger
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    mode = "max" if config.monitor.endswith("auroc") else "min"
+    checkpoint = ModelCheckpoint(
+        dirpath=scratch,
+        filename="best",
+        monitor=config.monitor,
+        mode=mode,
+        save_top_k=1,
+        save_last=False,
+        save_weights_only=True,  # what save_checkpoint keeps: weights and hyperparameters
+    )
+    stopping = EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience, min_delta=config.min_delta)
+    # dvc.yaml declares DVCLive's files as this stage's outputs: DVCLive must not write its own
+    # dvc.yaml, and `dvc exp run` records the experiment, not DVCLive.
+    logger = DVCLiveLogger(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, run_name=None)
+    return checkpoint, [checkpoint, stopping, EpochLine()], logger
+
+
 def save_checkpoint(source: str, target: Path) -> None:
     checkpoint = torch.load(source, map_location="cpu", weights_only=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: checkpoint[k] for k in CHECKPOINT_KEYS if k in checkpoint}, target)
 
 
-def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
-    """Train; returns the training report (also written to reports/train.json)."""
-    from dvclive.lightning import DVCLiveLogger
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+@dataclass(frozen=True)
+class TrainingData:
+    """What training consumes, from params.yaml and the train and val splits."""
 
+    config: TrainConfig
+    model_cfg: Mapping[str, Any]
+    trainer_cfg: Mapping[str, Any]
+    spec: PreprocessSpec
+    x_train: npt.NDArray[np.float32]
+    y_train: npt.NDArray[np.float32]
+    weights: npt.NDArray[np.float32]
+    x_val: npt.NDArray[np.float32]
+    y_val: npt.NDArray[np.float32]
+    pos_weight: float
+
+
+def training_data(cfg: Mapping[str, Any], paths: Paths) -> TrainingData:
+    """Check the config, fit the preprocessing on train, and build the matrices, labels and weights."""
     source = paths.params.name
     schema = dataset_schema(cfg, paths.params)
     pre_config = PreprocessConfig.from_config(section(cfg, "preprocess", paths.params), source)
@@ -155,7 +190,6 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
 
     train_frame, val_frame = load_split(paths, "train"), load_split(paths, "val")
     spec = fit(schema, frame_columns(train_frame, [c.name for c in schema.feature_columns]), pre_config)
-    spec.save(paths.preprocess)
     x_train, y_train = matrices(spec, schema, train_frame)
     x_val, y_val = matrices(spec, schema, val_frame)
     if config.reweigh:
@@ -163,7 +197,17 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         weights = reweighing(pd.DataFrame(bands), y_train)
     else:
         weights = np.ones(len(y_train), dtype=np.float32)
-    pos_weight = pos_weight_for(config.class_weight, y_train)
+    return TrainingData(
+        config, model_cfg, trainer_cfg, spec, x_train, y_train, weights, x_val, y_val,
+        pos_weight_for(config.class_weight, y_train),
+    )  # fmt: skip
+
+
+def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+    """Train; returns the training report (also written to reports/train.json)."""
+    d = training_data(cfg, paths)
+    config = d.config
+    d.spec.save(paths.preprocess)
 
     if config.threads is not None:
         torch.set_num_threads(config.threads)
@@ -172,28 +216,21 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
     L.seed_everything(config.seed, workers=True, verbose=False)
     try:
-        module = TabularClassifier(model_cfg, in_features=spec.width, pos_weight=pos_weight, monitor=config.monitor)
+        module = TabularClassifier(
+            d.model_cfg, in_features=d.spec.width, pos_weight=d.pos_weight, monitor=config.monitor
+        )
     except InstantiationException as exc:
-        raise GitmlError(f"{source}: model (from conf/model/): {exc}") from exc
+        raise GitmlError(f"{paths.params.name}: model (from conf/model/): {exc}") from exc
     data = TabularDataModule(
-        train=(torch.from_numpy(x_train), torch.from_numpy(y_train), torch.from_numpy(weights)),
-        val=(torch.from_numpy(x_val), torch.from_numpy(y_val), torch.ones(len(y_val))),
+        train=(torch.from_numpy(d.x_train), torch.from_numpy(d.y_train), torch.from_numpy(d.weights)),
+        val=(torch.from_numpy(d.x_val), torch.from_numpy(d.y_val), torch.ones(len(d.y_val))),
         batch_size=config.batch_size,
         seed=config.seed,
     )
-    mode = "max" if config.monitor.endswith("auroc") else "min"
     paths.dvclive.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="gitml-train-") as scratch:
-        checkpoint = ModelCheckpoint(
-            dirpath=scratch, filename="best", monitor=config.monitor, mode=mode, save_top_k=1, save_last=False
-        )
-        stopping = EarlyStopping(
-            monitor=config.monitor, mode=mode, patience=config.patience, min_delta=config.min_delta
-        )
-        # dvc.yaml declares DVCLive's files as this stage's metrics and plots: it must not write its
-        # own dvc.yaml, and `dvc exp run` records the experiment, not DVCLive.
-        logger = DVCLiveLogger(dir=str(paths.dvclive), dvcyaml=False, save_dvc_exp=False, run_name=None)
-        trainer = build_trainer(trainer_cfg, [checkpoint, stopping, EpochLine()], logger, Path(scratch))
+        checkpoint, callbacks, logger = training_callbacks(config, Path(scratch), paths.dvclive)
+        trainer = build_trainer(d.trainer_cfg, callbacks, logger, Path(scratch))
         started = time.perf_counter()
         trainer.fit(module, datamodule=data)
         seconds = time.perf_counter() - started
@@ -205,10 +242,10 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         best_epoch = int(torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"])
 
     report: dict[str, Any] = {
-        "rows": {"train": len(y_train), "val": len(y_val)},
-        "features": {"columns": len(spec.input_columns), "width": spec.width},
+        "rows": {"train": len(d.y_train), "val": len(d.y_val)},
+        "features": {"columns": len(d.spec.input_columns), "width": d.spec.width},
         "parameters": sum(p.numel() for p in module.network.parameters()),
-        "pos_weight": round(pos_weight, 6),
+        "pos_weight": round(d.pos_weight, 6),
         "reweigh": list(config.reweigh_attributes) if config.reweigh else [],
         "epochs": trainer.current_epoch,
         "best_epoch": best_epoch,

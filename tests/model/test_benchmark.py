@@ -1,0 +1,40 @@
+"""benchmarks/train_epoch.py keeps running against the code it measures (no timing is asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from gitml.paths import Paths
+
+
+@pytest.fixture(scope="module")
+def bench(repo: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("train_epoch", repo / "benchmarks" / "train_epoch.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_benchmark_compares_like_with_like(bench: ModuleType, adult_sample: Paths, tmp_path: Path) -> None:
+    out = tmp_path / "figures.json"
+    assert bench.main(["--root", str(adult_sample.root), "--epochs", "2", "--rounds", "1", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["same_training"] is True  # both sides did the same arithmetic on the same batches
+    assert set(figures["ratio"]) == {"bare", "project"}
+    assert all(len(runs[0]) == 2 for runs in figures["epoch_seconds"].values())
+
+
+def test_training_benchmark_needs_the_splits(
+    bench: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert bench.main(["--root", str(tmp_path)]) == 1
+    assert "run `make run` first" in capsys.readouterr().err
