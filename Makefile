@@ -45,4 +45,4 @@ lock:  ## re-resolve requirements/lock.txt from pyproject.toml
 	requirements/update-lock.sh
 
 clean:  ## remove the virtualenv and the pipeline outputs (the DVC cache and committed metrics stay)
-	rm -rf $(VENV) data/interim data/processed
+	rm -rf $(VENV) data/interim data/processed data/predictions models

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from gitml.cli import main
-from gitml.config import load_params
+from gitml.config import compose_params, load_params
 from gitml.data.features import PreprocessSpec, matrices
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
@@ -194,6 +194,10 @@ def test_reweighing_makes_group_and_label_independent() -> None:
         ("train.reweigh.enabled=true train.reweigh.attributes=[income]", "does not mark protected"),
         ("model.activation=swish", "model.activation: 'swish' is not one of"),
         ("model._target_=gitml.model.network.Transformer", r"model \(from conf/model/\)"),
+        ("model.optimizer.lr=-1", r"model \(from conf/model/\): Invalid learning rate"),
+        ("model.optimizer._target_=torch.optim.Adamw", r"model \(from conf/model/\).*Adamw"),
+        ("model.scheduler.mode=maximum", r"model \(from conf/model/\).*maximum"),
+        ("trainer.accelerator=tpu", r"trainer \(from conf/trainer/\)"),
         ("+trainer.max_epoch=3", r"trainer \(from conf/trainer/\)"),
         ("train.early_stopping.monitor=val/acc", "monitor"),
     ],
@@ -209,9 +213,15 @@ def test_config_mistakes_stop_train_with_a_message(
     assert re.search(message, err), err
 
 
-def test_export_and_evaluate_say_which_stage_to_run_first(
-    fresh_copy: Fresh, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_gpu_trainer_without_a_gpu_says_what_to_use(fresh_copy: Fresh, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = fresh_copy()
+    compose_params(paths.conf, paths.params, ["trainer=gpu"])  # the shipped GPU config, as it is
+    assert main(["--root", str(paths.root), "train"]) == 1
+    assert "torch sees no CUDA GPU here. Use trainer=default" in capsys.readouterr().err
+
+
+def test_export_says_which_stage_to_run_first(fresh_copy: Fresh, capsys: pytest.CaptureFixture[str]) -> None:
     paths = fresh_copy()
     assert main(["--root", str(paths.root), "export"]) == 1
     assert "preprocess.json: not found; the train stage writes it (dvc repro train)" in capsys.readouterr().err

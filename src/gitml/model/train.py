@@ -117,6 +117,11 @@ class EpochLine(L.Callback):
 def build_trainer(trainer_cfg: Mapping[str, Any], callbacks: list[L.Callback], logger: Any, root: Path) -> L.Trainer:
     from hydra.utils import instantiate
 
+    if str(trainer_cfg.get("accelerator")) in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise GitmlError(
+            "params.yaml: trainer.accelerator is gpu (conf/trainer/), but torch sees no CUDA GPU here. "
+            "Use trainer=default, whose accelerator: auto takes a GPU when there is one."
+        )
     try:
         trainer: L.Trainer = instantiate(
             dict(trainer_cfg), callbacks=callbacks, logger=logger, default_root_dir=str(root), _convert_="all"
@@ -219,7 +224,10 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         module = TabularClassifier(
             d.model_cfg, in_features=d.spec.width, pos_weight=d.pos_weight, monitor=config.monitor
         )
-    except InstantiationException as exc:
+        # Built once here so that a mistake in model.optimizer or model.scheduler is reported now,
+        # not as a traceback from inside trainer.fit.
+        module.configure_optimizers()
+    except (InstantiationException, ValueError, TypeError) as exc:
         raise GitmlError(f"{paths.params.name}: model (from conf/model/): {exc}") from exc
     data = TabularDataModule(
         train=(torch.from_numpy(d.x_train), torch.from_numpy(d.y_train), torch.from_numpy(d.weights)),
