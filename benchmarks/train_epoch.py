@@ -255,7 +255,9 @@ def lightning_fit(setup: Setup, epochs: int, project: bool) -> Run:
             # The train stage's own callbacks and logger; early stopping stays patient enough never
             # to cut a run short, so every setup runs the same number of epochs.
             patient = dataclasses.replace(config, patience=epochs + 1)
-            _, stage_callbacks, logger = training_callbacks(patient, Path(scratch), Path(scratch) / "dvclive")
+            _, stage_callbacks, logger = training_callbacks(
+                patient, Path(scratch) / "checkpoints", Path(scratch) / "dvclive"
+            )
             callbacks += stage_callbacks
         else:
             trainer_cfg["enable_checkpointing"] = False
