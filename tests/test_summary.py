@@ -16,3 +16,19 @@ def test_readme_shows_what_make_run_prints(repo: Path) -> None:
     assert summary in first_screen, "update the README's `make run` output block"
     assert "make run" in first_screen
     assert "make test" in first_screen
+
+
+def test_summary_says_n_a_where_a_gap_is_undefined(repo: Path, tmp_path: Path) -> None:
+    """A fairness gap is undefined when, say, no compared group has positives: the summary still prints."""
+    import json
+    import shutil
+
+    shutil.copytree(repo / "reports", tmp_path / "reports")
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    metrics["fairness"]["race"]["equal_opportunity_difference"] = None
+    metrics["fairness"]["race"]["equalized_odds_difference"] = None
+    metrics["fairness"]["age"] = dict.fromkeys(metrics["fairness"]["age"])
+    (tmp_path / "reports" / "metrics.json").write_text(json.dumps(metrics))
+    summary = pipeline_summary(Paths(tmp_path))
+    assert "race   selection-rate ratio 0.09 | TPR gap n/a | equalized-odds gap n/a" in summary
+    assert "age    fewer than two groups large enough to compare" in summary

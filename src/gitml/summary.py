@@ -17,6 +17,11 @@ def _load(path: Path, stage: str) -> dict[str, Any]:
     return data
 
 
+def _number(value: float | None, digits: int) -> str:
+    """A rate or gap; n/a where no group had the cases to define it (no positives, say)."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
 def _model_lines(paths: Paths) -> list[str]:
     """Training, test metrics and fairness gaps; absent until the evaluate stage has run."""
     if not paths.metrics.is_file():
@@ -42,8 +47,9 @@ def _model_lines(paths: Paths) -> list[str]:
             lines.append(f"{head}{attribute:<6} fewer than two groups large enough to compare")
             continue
         lines.append(
-            f"{head}{attribute:<6} selection-rate ratio {gaps['demographic_parity_ratio']:.2f} | TPR gap "
-            f"{gaps['equal_opportunity_difference']:.3f} | equalized-odds gap {gaps['equalized_odds_difference']:.3f}"
+            f"{head}{attribute:<6} selection-rate ratio {_number(gaps['demographic_parity_ratio'], 2)} | TPR gap "
+            f"{_number(gaps['equal_opportunity_difference'], 3)} | equalized-odds gap "
+            f"{_number(gaps['equalized_odds_difference'], 3)}"
         )
     lines.append(f"  per group   {paths.fairness.relative_to(paths.root)}; plots: dvc plots show")
     return lines
