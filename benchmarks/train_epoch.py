@@ -43,7 +43,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -67,6 +66,7 @@ from gitml.model.datamodule import TabularDataModule
 from gitml.model.lightning import TabularClassifier, build_network
 from gitml.model.train import TrainConfig, build_trainer, training_callbacks, training_data
 from gitml.paths import Paths
+from gitml.scratch import make_scratch_repo, scratch_env
 
 GOAL = 1.15
 LIGHTNING = ("bare", "project")
@@ -75,20 +75,6 @@ ROOT = Path(__file__).resolve().parent.parent
 # Trainer settings that would make the Lightning side do different work from the plain loop, or
 # run on another device or in several processes: the benchmark sets or drops them.
 TRAINER_DROPPED = ("strategy", "num_nodes", "sync_batchnorm", "max_steps", "max_time", "min_epochs", "min_steps")
-
-# The pipeline's files, as the end-to-end test copies them (tests/e2e/test_pipeline.py).
-PIPELINE_FILES = ("dvc.yaml", "params.yaml", "conf", "data/raw", "src", ".dvc/config", ".dvcignore", ".gitignore")
-
-# A machine may have no git identity, and a developer may sign commits: neither is measured.
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "gitml benchmark",
-    "GIT_AUTHOR_EMAIL": "benchmark@gitml.invalid",
-    "GIT_COMMITTER_NAME": "gitml benchmark",
-    "GIT_COMMITTER_EMAIL": "benchmark@gitml.invalid",
-    "GIT_CONFIG_COUNT": "1",
-    "GIT_CONFIG_KEY_0": "commit.gpgsign",
-    "GIT_CONFIG_VALUE_0": "false",
-}
 
 
 @dataclass(frozen=True)
@@ -294,33 +280,18 @@ def round_ratios(runs: list[Run], plain: list[Run]) -> list[float]:
 
 def pipeline_seconds(root: Path) -> tuple[float, dict[str, float]]:
     """Wall time of `dvc repro` from a clean state in a scratch repository, total and per stage."""
-    bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="gitml-bench-pipeline-") as tmp:
         work = Path(tmp) / "repo"
-        for name in PIPELINE_FILES:
-            source = root / name
-            if source.is_dir():
-                shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-            else:
-                (work / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, work / name)
-        (work / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+        make_scratch_repo(root, work)
         # The stages run the copied code (`gitml` from this virtualenv, importing the copy's src/).
-        env = {
-            **os.environ,
-            **GIT_ENV,
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-            "PYTHONPATH": str(work / "src"),
-        }
-        for command in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "bench"]):
-            subprocess.run(command, cwd=work, env=env, check=True, capture_output=True)
+        env = {**scratch_env(), "PYTHONPATH": str(work / "src")}
         stages: dict[str, float] = {}
         lines: list[str] = []
         current: str | None = None
         started = time.perf_counter()
         mark = started
         with subprocess.Popen(
-            [str(bin_dir / "dvc"), "repro"],
+            [str(Path(sys.executable).parent / "dvc"), "repro"],
             cwd=work,
             env=env,
             stdout=subprocess.PIPE,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,50 +12,22 @@ from typing import Any
 import pytest
 import yaml
 
+from gitml.scratch import make_scratch_repo, scratch_env
+
 pytestmark = pytest.mark.slow
-
-# What a stage can read: everything else of the repository is left behind.
-PIPELINE_FILES = ("dvc.yaml", "params.yaml", "conf", "data/raw", "src", ".dvc/config", ".dvcignore", ".gitignore")
-
-
-# A CI runner may have no git identity, and a developer may sign commits: neither is under test.
-GIT_ENV = {
-    "GIT_AUTHOR_NAME": "gitml tests",
-    "GIT_AUTHOR_EMAIL": "tests@gitml.invalid",
-    "GIT_COMMITTER_NAME": "gitml tests",
-    "GIT_COMMITTER_EMAIL": "tests@gitml.invalid",
-    "GIT_CONFIG_COUNT": "1",
-    "GIT_CONFIG_KEY_0": "commit.gpgsign",
-    "GIT_CONFIG_VALUE_0": "false",
-}
 
 
 def run(cwd: Path, *args: str) -> str:
-    env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False, env=env)
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False, env=scratch_env())
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
-
-
-def outs_of(lock: dict[str, Any]) -> dict[str, str]:
-    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
 @pytest.fixture(scope="module")
 def pipeline(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A git + DVC repository holding the pipeline's files, reproduced once."""
     work = tmp_path_factory.mktemp("pipeline")
-    for name in PIPELINE_FILES:
-        source = repo / name
-        if source.is_dir():
-            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            (work / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, work / name)
-    (work / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
-    run(work, "git", "init", "-q", "-b", "main")
-    run(work, "git", "add", "-A")
-    run(work, "git", "commit", "-qm", "pipeline")
+    make_scratch_repo(repo, work)
     # The remote a fresh clone would use is a folder beside it; point this copy at its own.
     run(work, "dvc", "remote", "modify", "--local", "local", "url", str(work.parent / "remote"))
     run(work, "dvc", "repro")
