@@ -57,7 +57,7 @@ class TrainConfig:
             source, "train.early_stopping", reader.get("early_stopping", {}), {"monitor", "patience", "min_delta"}
         )
         reweigh = ConfigReader(source, "train.reweigh", reader.get("reweigh", {}), {"enabled", "attributes"})
-        class_weight = reader.get("class_weight", "balanced")
+        class_weight = reader.get("class_weight", "none")
         if isinstance(class_weight, bool) or not (
             class_weight in ("balanced", "none") or (isinstance(class_weight, int | float) and class_weight > 0)
         ):
@@ -153,10 +153,12 @@ def training_callbacks(config: TrainConfig, scratch: Path, live_dir: Path) -> tu
     return checkpoint, [checkpoint, stopping, EpochLine()], logger
 
 
-def save_checkpoint(source: str, target: Path) -> None:
+def save_checkpoint(source: str, target: Path) -> int:
+    """Keep CHECKPOINT_KEYS of Lightning's checkpoint at `source`; returns its epoch."""
     checkpoint = torch.load(source, map_location="cpu", weights_only=False)
     target.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: checkpoint[k] for k in CHECKPOINT_KEYS if k in checkpoint}, target)
+    return int(checkpoint["epoch"])
 
 
 @dataclass(frozen=True)
@@ -246,8 +248,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
             raise GitmlError("training ended without a checkpoint; check trainer.max_epochs in conf/trainer/.")
         if trainer.global_rank != 0:
             return {}
-        save_checkpoint(checkpoint.best_model_path, paths.checkpoint)
-        best_epoch = int(torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=False)["epoch"])
+        best_epoch = save_checkpoint(checkpoint.best_model_path, paths.checkpoint)
 
     report: dict[str, Any] = {
         "rows": {"train": len(d.y_train), "val": len(d.y_val)},
