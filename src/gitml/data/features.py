@@ -63,7 +63,7 @@ Feature = NumericFeature | CategoricalFeature
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    log1p_skew_above: float | None = 2.0
+    log1p_skew_above: float | None = None
     min_category_count: int = 1
 
     @classmethod

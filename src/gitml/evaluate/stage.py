@@ -32,7 +32,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         source, "evaluate", section(cfg, "evaluate", paths.params), {"threshold", "calibration_bins", "min_group_size"}
     )
     rule_reader = ConfigReader(source, "evaluate.threshold", reader.get("threshold", {}), {"rule", "value"})
-    rule = rule_reader.choice("rule", RULES, "max_f1")
+    rule = rule_reader.choice("rule", RULES, "max_accuracy")
     fixed = rule_reader.number("value", 0.5)
     if rule == "fixed" and (fixed is None or not 0 <= fixed <= 1):
         rule_reader.fail(f"value must be a probability in [0, 1] for rule fixed, got {fixed!r}")
