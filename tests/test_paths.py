@@ -38,6 +38,7 @@ def test_stage_outputs_are_the_paths_the_code_writes(stages: dict[str, Any]) -> 
     assert _outs(stages["export"]) == {str(paths.onnx), str(paths.export_report)}
     assert _outs(stages["evaluate"]) == {
         str(paths.threshold), str(paths.test_scores), str(paths.plots), str(paths.metrics), str(paths.fairness),
+        str(paths.intervals),
     }  # fmt: skip
     assert {str(paths.checkpoint), str(paths.preprocess)} <= set(stages["export"]["deps"])
     assert {str(paths.onnx), str(paths.preprocess)} <= set(stages["evaluate"]["deps"])

@@ -16,6 +16,10 @@ from gitml.errors import GitmlError
 from gitml.paths import Paths
 
 
+class GateFailedError(Exception):
+    """The recorded gate verdict is a fail: its table is the message, and the exit status is 1."""
+
+
 def _params(paths: Paths) -> dict[str, object]:
     from gitml.config import load_params
 
@@ -96,6 +100,39 @@ def cmd_evaluate(paths: Paths, args: argparse.Namespace) -> str:
     )
 
 
+def cmd_deepchecks(paths: Paths, args: argparse.Namespace) -> str:
+    from gitml.gates import suites
+
+    results = suites.run(_params(paths), paths)
+    counts: dict[str, int] = {}
+    for item in results["conditions"]:
+        counts[item["category"]] = counts.get(item["category"], 0) + 1
+    tally = ", ".join(f"{n} {category}" for category, n in sorted(counts.items())) or "no conditions"
+    return (
+        f"deepchecks: {len(results['suites'])} suites, {len(results['conditions'])} conditions ({tally}); "
+        f"HTML in {paths.deepchecks.relative_to(paths.root)}/"
+    )
+
+
+def cmd_gate(paths: Paths, args: argparse.Namespace) -> str:
+    """Decide and write reports/gate.json (exit 0); with --check, exit 1 on a failed verdict."""
+    from gitml.gates import stage
+
+    if args.check:
+        passed, text = stage.check(paths)
+        if not passed:
+            raise GateFailedError(text)
+        return text
+    report = stage.run(_params(paths), paths)
+    return f"gate: {report['verdict']}: {report['reason']} -> {paths.gate.relative_to(paths.root)}"
+
+
+def cmd_report(paths: Paths, args: argparse.Namespace) -> str:
+    from gitml.report import stage
+
+    return str(stage.run(_params(paths), paths)["message"])
+
+
 def cmd_summary(paths: Paths, args: argparse.Namespace) -> str:
     from gitml.summary import pipeline_summary
 
@@ -127,6 +164,12 @@ def _params_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. split.seed=7")
 
 
+def _gate_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--check", action="store_true", help="print the recorded verdict; exit 1 if it failed (for make run and CI)"
+    )
+
+
 def _draft_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("file", type=Path, help="a CSV file (gzip-compressed or not)")
     command.add_argument("--label", required=True, help="the column to predict")
@@ -150,6 +193,9 @@ COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None
     "train": (cmd_train, "fit the preprocessing and train the network (Lightning, DVCLive)", None),
     "export": (cmd_export, "export the trained network to ONNX and check parity with torch", None),
     "evaluate": (cmd_evaluate, "test-split metrics, per-group fairness metrics and plot data", None),
+    "deepchecks": (cmd_deepchecks, "Deepchecks suites on the splits and the model's predictions", None),
+    "gate": (cmd_gate, "decide the gate (Deepchecks, fairness, champion) into reports/gate.json", _gate_arguments),
+    "report": (cmd_report, "write reports/report.md for the pull request, its figures and the model card", None),
     "summary": (cmd_summary, "print what the last pipeline run produced", None),
     "draft-schema": (cmd_draft_schema, "draft a dataset config from your data file, to review", _draft_arguments),
 }
@@ -171,6 +217,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS[args.command][0]
     try:
         print(handler(Paths(args.root), args))
+    except GateFailedError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     except GitmlError as exc:
         print(f"gitml {args.command}: error: {exc}", file=sys.stderr)
         return 1

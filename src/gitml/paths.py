@@ -101,3 +101,37 @@ class Paths:
     def test_scores(self) -> Path:
         """The exported model's score for every test row, in test split order."""
         return self.root / "data" / "predictions" / "test.parquet"
+
+    @property
+    def intervals(self) -> Path:
+        """Bootstrap confidence intervals of the test metrics and fairness gaps."""
+        return self.root / "reports" / "intervals.json"
+
+    @property
+    def deepchecks(self) -> Path:
+        """The Deepchecks suites' HTML reports."""
+        return self.root / "reports" / "deepchecks"
+
+    @property
+    def deepchecks_results(self) -> Path:
+        """Every Deepchecks condition's outcome, read by the gate."""
+        return self.root / "reports" / "deepchecks.json"
+
+    @property
+    def gate(self) -> Path:
+        """The gate's verdict and every check behind it."""
+        return self.root / "reports" / "gate.json"
+
+    @property
+    def report(self) -> Path:
+        """The pull-request report (GitHub Markdown, for `cml comment update`)."""
+        return self.root / "reports" / "report.md"
+
+    @property
+    def figures(self) -> Path:
+        """PNG figures the report links to by relative path."""
+        return self.root / "reports" / "figures"
+
+    @property
+    def model_card(self) -> Path:
+        return self.root / "reports" / "model_card.md"

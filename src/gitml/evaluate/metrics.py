@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +43,8 @@ def headline(scores: Floats, y: Floats, threshold: float, bins: int) -> dict[str
         "recall": BinaryRecall(threshold=threshold),
         "f1": BinaryF1Score(threshold=threshold),
     }
-    out = {name: metric(p, t).item() for name, metric in at_threshold.items()}
+    # Decisions, not scores: torchmetrics thresholds scores with `>`, gitml (and its server) with `>=`.
+    out = {name: metric(predicted, t).item() for name, metric in at_threshold.items()}
     out["balanced_accuracy"] = MulticlassAccuracy(num_classes=2, average="macro")(predicted, t).item()
     out["auroc"] = BinaryAUROC()(p, t).item()
     out["average_precision"] = BinaryAveragePrecision()(p, t).item()
@@ -65,7 +67,8 @@ def group_metrics(scores: Floats, y: Floats, groups: npt.NDArray[Any], threshold
     names, codes = group_codes(groups)
     p = torch.from_numpy(np.asarray(scores, dtype=np.float32))
     t = torch.from_numpy(np.asarray(y)).long()
-    rates = BinaryGroupStatRates(num_groups=len(names), threshold=threshold)(p, t, torch.from_numpy(codes))
+    decided = (p >= threshold).long()  # torchmetrics would threshold scores with `>`
+    rates = BinaryGroupStatRates(num_groups=len(names), threshold=threshold)(decided, t, torch.from_numpy(codes))
     out: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(names):
         tp, fp, tn, fn = (float(v) for v in rates[f"group_{i}"])
@@ -85,6 +88,12 @@ def _spread(values: list[float]) -> float | None:
     return _round(max(values) - min(values)) if len(values) >= 2 else None
 
 
+SUMMARY_KEYS = (
+    "demographic_parity_difference", "demographic_parity_ratio", "base_rate_ratio",
+    "equal_opportunity_difference", "equal_opportunity_ratio", "equalized_odds_difference",
+)  # fmt: skip
+
+
 def fairness_summary(
     scores: Floats,
     y: Floats,
@@ -92,41 +101,68 @@ def fairness_summary(
     threshold: float,
     per_group: Mapping[str, Mapping[str, Any]],
     min_group_size: int,
+    min_group_cases: int = 1,
 ) -> dict[str, Any]:
-    """Gaps between the groups large enough to compare (at least `min_group_size` rows).
+    """Gaps between the groups with enough test rows to compare.
+
+    Selection rates are compared over the groups with at least `min_group_size` rows; of those,
+    true positive rates over the groups with at least `min_group_cases` positives and false
+    positive rates over those with at least `min_group_cases` negatives (a rate over a handful
+    of cases says little).
 
     demographic_parity_difference   max - min selection rate
     demographic_parity_ratio        min / max selection rate (the "four-fifths" quantity)
+    base_rate_ratio                 min / max share of positives in the data, over the same groups:
+                                    the ratio a model that reproduced the labels exactly would have
     equal_opportunity_difference    max - min true positive rate
     equal_opportunity_ratio         min / max true positive rate
     equalized_odds_difference       the larger of the TPR gap and the FPR gap
-    The ratios come from torchmetrics' BinaryFairness over the same groups.
+    The two ratios of rates come from torchmetrics' BinaryFairness over the same groups.
     """
     compared = [g for g, m in per_group.items() if m["size"] >= min_group_size]
-    summary: dict[str, Any] = {"groups_compared": compared, "groups_too_small": sorted(set(per_group) - set(compared))}
-    keys = (
-        "demographic_parity_difference", "demographic_parity_ratio", "equal_opportunity_difference",
-        "equal_opportunity_ratio", "equalized_odds_difference",
-    )  # fmt: skip
-    if len(compared) < 2:
-        return summary | dict.fromkeys(keys)
-    names, codes = group_codes(groups)
-    keep = np.isin(codes, [names.index(g) for g in compared])
-    recoded = np.searchsorted([names.index(g) for g in compared], codes[keep])
-    fairness = BinaryFairness(num_groups=len(compared), task="all", threshold=threshold)(
-        torch.from_numpy(np.asarray(scores, dtype=np.float32)[keep]),
-        torch.from_numpy(np.asarray(y)[keep]).long(),
-        torch.from_numpy(recoded.astype(np.int64)),
-    )
-    ratio = {key.split("_")[0]: float(value) for key, value in fairness.items()}
-    tprs = [per_group[g]["tpr"] for g in compared if per_group[g]["tpr"] is not None]
-    fprs = [per_group[g]["fpr"] for g in compared if per_group[g]["fpr"] is not None]
-    tpr_gap, fpr_gap = _spread(tprs), _spread(fprs)
-    gaps = [g for g in (tpr_gap, fpr_gap) if g is not None]
-    return summary | {
-        "demographic_parity_difference": _spread([per_group[g]["selection_rate"] for g in compared]),
-        "demographic_parity_ratio": _round(ratio["DP"]),
-        "equal_opportunity_difference": tpr_gap,
-        "equal_opportunity_ratio": _round(ratio["EO"]),
-        "equalized_odds_difference": max(gaps) if gaps else None,
+    positives = {g: round(per_group[g]["base_rate"] * per_group[g]["size"]) for g in compared}
+    tpr_groups = [g for g in compared if positives[g] >= min_group_cases]
+    fpr_groups = [g for g in compared if per_group[g]["size"] - positives[g] >= min_group_cases]
+    summary: dict[str, Any] = {
+        "groups_compared": compared,
+        "groups_too_small": sorted(set(per_group) - set(compared)),
+        "groups_compared_tpr": tpr_groups,
+        "groups_compared_fpr": fpr_groups,
     }
+    summary |= dict.fromkeys(SUMMARY_KEYS)
+    if len(compared) >= 2:
+        summary["demographic_parity_difference"] = _spread([per_group[g]["selection_rate"] for g in compared])
+        summary["demographic_parity_ratio"] = _fairness_ratio(
+            scores, y, groups, threshold, compared, "demographic_parity"
+        )
+        base_rates = [per_group[g]["base_rate"] for g in compared]
+        summary["base_rate_ratio"] = _round(min(base_rates) / max(base_rates)) if max(base_rates) > 0 else None
+    tprs = [per_group[g]["tpr"] for g in tpr_groups]
+    fprs = [per_group[g]["fpr"] for g in fpr_groups]
+    tpr_gap, fpr_gap = _spread(tprs), _spread(fprs)
+    if len(tpr_groups) >= 2:
+        summary["equal_opportunity_difference"] = tpr_gap
+        summary["equal_opportunity_ratio"] = _fairness_ratio(
+            scores, y, groups, threshold, tpr_groups, "equal_opportunity"
+        )
+    if len(tpr_groups) >= 2 and len(fpr_groups) >= 2 and tpr_gap is not None and fpr_gap is not None:
+        summary["equalized_odds_difference"] = max(tpr_gap, fpr_gap)
+    return summary
+
+
+def _fairness_ratio(
+    scores: Floats, y: Floats, groups: npt.NDArray[Any], threshold: float, among: list[str], task: str
+) -> float | None:
+    """min / max of a rate over the groups `among`, from torchmetrics' BinaryFairness."""
+    names, codes = group_codes(groups)
+    wanted = sorted(names.index(g) for g in among)
+    keep = np.isin(codes, wanted)
+    recoded = np.searchsorted(wanted, codes[keep])
+    with warnings.catch_warnings():  # "demographic_parity does not require a target": it is passed for both tasks
+        warnings.simplefilter("ignore", UserWarning)
+        result = BinaryFairness(num_groups=len(among), task=task, threshold=threshold)(  # type: ignore[arg-type]
+            torch.from_numpy(np.asarray(scores, dtype=np.float32)[keep] >= np.float32(threshold)).long(),
+            torch.from_numpy(np.asarray(y)[keep]).long(),
+            torch.from_numpy(recoded.astype(np.int64)),
+        )
+    return _round(float(next(iter(result.values()))))

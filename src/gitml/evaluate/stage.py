@@ -1,15 +1,18 @@
 """evaluate stage: the exported ONNX model on the test split, at a threshold chosen on validation.
 
 Writes reports/metrics.json (headline metrics and the fairness summaries, a DVC metrics file),
-reports/fairness.json (every group of every protected attribute), the plot data under
+reports/fairness.json (every group of every protected attribute), reports/intervals.json
+(bootstrap confidence intervals of both), the plot data under
 reports/plots/, models/threshold.json (for the server), and the test scores.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from gitml.checked_config import ConfigReader
@@ -17,19 +20,36 @@ from gitml.config import dataset_schema, section
 from gitml.data.features import PreprocessSpec, matrices
 from gitml.data.split import load_split
 from gitml.errors import GitmlError
-from gitml.evaluate.metrics import fairness_summary, group_metrics, headline
+from gitml.evaluate.bootstrap import BootstrapConfig, intervals, summary_groups, weighted_gaps, weighted_headline
+from gitml.evaluate.metrics import fairness_summary, group_codes, group_metrics, headline
 from gitml.evaluate.plots import write_plots
 from gitml.evaluate.threshold import RULES, choose_threshold
 from gitml.io import write_json, write_parquet
 from gitml.model.runtime import onnx_scores
 from gitml.paths import Paths
 
+BOOTSTRAP_KEYS = {"resamples", "confidence", "seed"}
+
+
+def _bootstrap_config(reader: ConfigReader) -> BootstrapConfig:
+    confidence = reader.number("confidence", 0.95)
+    if confidence is None or not 0 < confidence < 1:
+        reader.fail(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    return BootstrapConfig(
+        resamples=reader.integer("resamples", 1000, minimum=100),
+        confidence=confidence,
+        seed=reader.integer("seed", 42),
+    )
+
 
 def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     """Evaluate; returns what reports/metrics.json holds."""
     source = paths.params.name
     reader = ConfigReader(
-        source, "evaluate", section(cfg, "evaluate", paths.params), {"threshold", "calibration_bins", "min_group_size"}
+        source,
+        "evaluate",
+        section(cfg, "evaluate", paths.params),
+        {"threshold", "calibration_bins", "min_group_size", "min_group_cases", "bootstrap"},
     )
     rule_reader = ConfigReader(source, "evaluate.threshold", reader.get("threshold", {}), {"rule", "value"})
     rule = rule_reader.choice("rule", RULES, "max_accuracy")
@@ -38,6 +58,8 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         rule_reader.fail(f"value must be a probability in [0, 1] for rule fixed, got {fixed!r}")
     bins = reader.integer("calibration_bins", 15, minimum=2)
     min_group_size = reader.integer("min_group_size", 50, minimum=1)
+    min_group_cases = reader.integer("min_group_cases", 30, minimum=1)
+    boot = _bootstrap_config(ConfigReader(source, "evaluate.bootstrap", reader.get("bootstrap", {}), BOOTSTRAP_KEYS))
     schema = dataset_schema(cfg, paths.params)
     spec = PreprocessSpec.load(paths.preprocess)
     if not paths.onnx.is_file():
@@ -52,19 +74,41 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
 
     per_attribute: dict[str, dict[str, dict[str, Any]]] = {}
     summaries: dict[str, Any] = {}
+    gap_intervals: dict[str, Any] = {}
+    chosen = scores >= np.float32(threshold)
     for column in schema.protected_columns:
         groups = schema.protected_groups(column.name, test[column.name].to_numpy())
         per_attribute[column.name] = group_metrics(scores, y_test, groups, threshold)
         summaries[column.name] = fairness_summary(
-            scores, y_test, groups, threshold, per_attribute[column.name], min_group_size
+            scores, y_test, groups, threshold, per_attribute[column.name], min_group_size, min_group_cases
         )
+        names, codes = group_codes(groups)
+        compared = summary_groups(names, summaries[column.name])
+        gap_intervals[column.name] = intervals(
+            partial(weighted_gaps, y_test, chosen, codes, *compared), len(y_test), boot
+        )
+    write_json(
+        paths.intervals,
+        {
+            "confidence": boot.confidence,
+            "resamples": boot.resamples,
+            "seed": boot.seed,
+            "test": intervals(
+                lambda counts: weighted_headline(scores, y_test, threshold, bins, counts), len(y_test), boot
+            ),
+            "fairness": gap_intervals,
+        },
+    )
     metrics = {
         "threshold": {"rule": rule, "value": threshold, "chosen_on": "val"},
         "test": headline(scores, y_test, threshold, bins),
         "fairness": summaries,
     }
     write_json(paths.metrics, metrics)
-    write_json(paths.fairness, {"threshold": threshold, "min_group_size": min_group_size, **per_attribute})
+    write_json(
+        paths.fairness,
+        {"threshold": threshold, "min_group_size": min_group_size, "min_group_cases": min_group_cases, **per_attribute},
+    )
     labels = tuple(c for c in (schema.label.categories or ()) if c != schema.positive_class)[:1] or ("negative",)
     write_plots(paths.plots, scores, y_test, threshold, (labels[0], schema.positive_class), per_attribute, bins)
     write_json(

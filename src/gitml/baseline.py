@@ -1,0 +1,122 @@
+"""What a candidate model is compared with: the production model (GTO) or main's committed files.
+
+The gate compares with the champion: the version of the `model` artifact that GTO has in the
+`prod` stage (the git tags `model#prod#N`), and where no version is in production yet, main's
+committed metrics. The pull-request report compares with main. Both read committed files with
+`git show <commit>:<path>`, which works in a shallow CI checkout once main has been fetched
+(`git fetch --depth=1 origin main:main`).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ARTIFACT = "model"
+PROD_STAGE = "prod"
+MAIN = "main"
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """stdout of a git command, or None when it fails (not a repository, unknown ref, no git)."""
+    try:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A committed state to compare with; `commit` None when there is none."""
+
+    root: Path
+    source: str  # "gto" (a version in a stage), "branch" (main's tip) or "none"
+    ref: str | None  # the tag or branch that named it
+    commit: str | None
+    version: str | None  # the GTO version (v1.2.0) when source is "gto"
+    description: str  # one line for people
+
+    @property
+    def exists(self) -> bool:
+        return self.commit is not None
+
+    @property
+    def short(self) -> str:
+        return self.commit[:7] if self.commit else "-"
+
+    def read_text(self, path: str) -> str | None:
+        """A file as committed there (path relative to the repository root), None if absent."""
+        if self.commit is None:
+            return None
+        return _git(self.root, "show", f"{self.commit}:{path}")
+
+    def read_json(self, path: str) -> Any:
+        text = self.read_text(path)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "ref": self.ref,
+            "commit": self.commit,
+            "version": self.version,
+            "description": self.description,
+        }
+
+
+def head_commit(root: Path) -> str | None:
+    out = _git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    return out.strip() if out else None
+
+
+def branch_baseline(root: Path, branch: str = MAIN) -> Baseline:
+    """The tip of `branch`, locally or as fetched from origin; source "none" when neither exists."""
+    for ref in (branch, f"origin/{branch}", f"refs/remotes/origin/{branch}"):
+        out = _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        if out:
+            commit = out.strip()
+            return Baseline(root, "branch", ref, commit, None, f"{ref} (commit {commit[:7]})")
+    if head_commit(root) is None and _git(root, "rev-parse", "--git-dir") is None:
+        why = "this is not a git repository"
+    else:
+        why = f"no branch {branch} here or at origin (in a CI checkout: `git fetch --depth=1 origin {branch}:{branch}`)"
+    return Baseline(root, "none", None, None, None, f"nothing to compare with: {why}")
+
+
+def stage_baseline(root: Path, artifact: str = ARTIFACT, stage: str = PROD_STAGE) -> Baseline | None:
+    """The version of `artifact` GTO has in `stage`, or None when none is assigned."""
+    if _git(root, "rev-parse", "--git-dir") is None:
+        return None
+    from gto.api import find_versions_in_stage
+    from gto.exceptions import GTOException
+
+    try:
+        found = find_versions_in_stage(str(root), artifact, stage)
+    except GTOException:  # no such artifact yet: nothing registered
+        return None
+    if not found:
+        return None
+    latest = found[0] if isinstance(found, list) else found
+    tag = latest.assignments[-1].tag if getattr(latest, "assignments", None) else None
+    return Baseline(
+        root,
+        "gto",
+        tag,
+        latest.commit_hexsha,
+        latest.version,
+        f"{artifact}@{latest.version}, in stage {stage} (tag {tag}, commit {latest.commit_hexsha[:7]})",
+    )
+
+
+def champion(root: Path, artifact: str = ARTIFACT, stage: str = PROD_STAGE, branch: str = MAIN) -> Baseline:
+    """The production model if GTO has one in `stage`, else the tip of `branch`, else none."""
+    return stage_baseline(root, artifact, stage) or branch_baseline(root, branch)

@@ -1,0 +1,1 @@
+"""The gate: Deepchecks suites, fairness thresholds and the champion comparison."""

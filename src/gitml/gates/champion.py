@@ -1,0 +1,122 @@
+"""The champion gate: the candidate against the model in production, or main's committed metrics.
+
+The champion is the version of the model artifact that GTO has in the production stage; before
+any version has been promoted, it is main's committed reports/metrics.json. The candidate may
+not be worse on the primary metric by more than `tolerance`, and may not widen any gated
+fairness gap (or narrow a gated ratio) by more than `fairness_tolerance`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gitml.baseline import ARTIFACT, MAIN, PROD_STAGE, Baseline, champion
+from gitml.checked_config import ConfigReader
+from gitml.gates.checks import Check
+from gitml.gates.fairness import DIFFERENCES
+
+# Test metrics where lower is better; every other metric of metrics.json["test"] is higher-better.
+LOWER_IS_BETTER = frozenset({"brier", "ece"})
+METRICS_FILE = "reports/metrics.json"
+
+
+@dataclass(frozen=True)
+class ChampionConfig:
+    artifact: str = ARTIFACT
+    stage: str = PROD_STAGE
+    branch: str = MAIN
+    primary_metric: str = "auroc"
+    tolerance: float = 0.005
+    fairness_tolerance: float = 0.02
+
+    @classmethod
+    def from_config(cls, cfg: Any, source: str, metrics: Mapping[str, Any]) -> ChampionConfig:
+        reader = ConfigReader(
+            source, "gates.champion", cfg or {},
+            {"artifact", "stage", "branch", "primary_metric", "tolerance", "fairness_tolerance"},
+        )  # fmt: skip
+        known = sorted(k for k in metrics if k != "rows")
+        primary = reader.choice("primary_metric", known, cls.primary_metric)
+        tolerances = {}
+        for key in ("tolerance", "fairness_tolerance"):
+            value = reader.number(key, getattr(cls, key))
+            if value is None or value < 0:
+                reader.fail(f"{key} must be a number >= 0, got {value!r}")
+            tolerances[key] = value
+        return cls(
+            artifact=str(reader.get("artifact", cls.artifact)),
+            stage=str(reader.get("stage", cls.stage)),
+            branch=str(reader.get("branch", cls.branch)),
+            primary_metric=primary,
+            **tolerances,
+        )
+
+
+def find_champion(root: Path, config: ChampionConfig) -> Baseline:
+    return champion(root, config.artifact, config.stage, config.branch)
+
+
+def champion_checks(
+    config: ChampionConfig,
+    baseline: Baseline,
+    candidate: Mapping[str, Any],
+    gated: Mapping[str, Mapping[str, Any]],
+) -> list[Check]:
+    """The primary metric against the champion's, then every gated fairness summary against its."""
+    metric = config.primary_metric
+    theirs = baseline.read_json(METRICS_FILE) if baseline.exists else None
+    if not isinstance(theirs, Mapping) or not isinstance(theirs.get("test"), Mapping):
+        why = (
+            baseline.description
+            if not baseline.exists
+            else f"{baseline.description} has no {METRICS_FILE} to compare with"
+        )
+        return [Check(f"champion/{metric}", "champion", None, None, True, f"no champion: {why}; nothing to beat")]
+    ours_value, their_value = candidate["test"].get(metric), theirs["test"].get(metric)
+    checks = [_primary(config, baseline, ours_value, their_value)]
+    their_fairness = theirs.get("fairness", {})
+    for attribute, metrics in gated.items():
+        for name in metrics:
+            ours = candidate.get("fairness", {}).get(attribute, {}).get(name)
+            prior = their_fairness.get(attribute, {}).get(name) if isinstance(their_fairness, Mapping) else None
+            checks.append(_widening(config, baseline, attribute, name, ours, prior))
+    return checks
+
+
+def _primary(config: ChampionConfig, baseline: Baseline, ours: float | None, theirs: float | None) -> Check:
+    metric = config.primary_metric
+    name = f"champion/{metric}"
+    if theirs is None:
+        return Check(name, "champion", ours, None, True, f"the champion ({baseline.description}) has no test {metric}")
+    if ours is None:
+        return Check(name, "champion", None, None, False, f"this model's test {metric} is undefined")
+    # Positive change = better, whichever way the metric points.
+    change = (theirs - ours) if metric in LOWER_IS_BETTER else (ours - theirs)
+    passed = change >= -config.tolerance
+    verb = "within" if passed else "worse than"
+    reason = (
+        f"{metric} {ours:.4f} vs champion {theirs:.4f} ({baseline.description}): "
+        f"change {change:+.4f}, {verb} the tolerance {config.tolerance:g}"
+    )
+    return Check(name, "champion", round(change, 6), -config.tolerance, passed, reason)
+
+
+def _widening(
+    config: ChampionConfig, baseline: Baseline, attribute: str, metric: str, ours: float | None, theirs: float | None
+) -> Check:
+    name = f"champion/{attribute}/{metric}"
+    if theirs is None or ours is None:  # an undefined gap of this model fails its fairness check already
+        missing = "the champion" if theirs is None else "this model"
+        return Check(name, "champion", None, None, True, f"{missing} has no {attribute} {metric} to compare")
+    # Widening = how much less fair: a larger difference, or a smaller ratio.
+    widening = (ours - theirs) if metric in DIFFERENCES else (theirs - ours)
+    passed = widening <= config.fairness_tolerance
+    word = "widens" if metric in DIFFERENCES else "narrows"
+    reason = (
+        f"{attribute} {metric} {ours:.3f} vs champion {theirs:.3f}: {word} by {max(widening, 0):.3f}, "
+        f"{'within' if passed else 'beyond'} the tolerance {config.fairness_tolerance:g}"
+    )
+    return Check(name, "champion", round(widening, 6), config.fairness_tolerance, passed, reason)

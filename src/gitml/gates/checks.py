@@ -1,0 +1,46 @@
+"""One gate check: what was measured, the limit, and whether it passed, in a line a person reads."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+KINDS = ("deepchecks", "fairness", "champion")
+
+
+@dataclass(frozen=True)
+class Check:
+    """A row of reports/gate.json.
+
+    warning: passed, but worth a look (a Deepchecks WARN; a fairness gap whose estimate is past
+    its limit while its confidence interval still reaches back inside it).
+    """
+
+    name: str
+    kind: str
+    value: float | None
+    threshold: float | None
+    passed: bool
+    reason: str
+    warning: bool = False
+    interval: tuple[float, float] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["interval"] = list(self.interval) if self.interval is not None else None
+        return out
+
+
+def verdict(checks: list[Check]) -> tuple[str, str]:
+    """("pass" | "fail", one line saying why)."""
+    failed = [c for c in checks if not c.passed]
+    warnings = sum(c.warning for c in checks if c.passed)
+    noted = f" ({warnings} with a warning)" if warnings else ""
+    if not failed:
+        return "pass", f"all {len(checks)} checks passed{noted}"
+    names = ", ".join(c.name for c in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
+    return "fail", f"{len(failed)} of {len(checks)} checks failed: {names}"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

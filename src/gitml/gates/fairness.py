@@ -1,0 +1,132 @@
+"""Fairness checks: the evaluate stage's fairness summaries held to the limits in conf/gates/.
+
+Every summary of every protected attribute is reported (reports/metrics.json, the report, the
+model card); the gate holds to a limit only what `gates.fairness` names. Each limit is decided
+either on the estimate, or on its bootstrap interval (fail only when the whole interval is past
+the limit: the test split shows a gap beyond the limit, not just a noisy one), as the config says
+per attribute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gitml.checked_config import ConfigReader, suggest
+from gitml.gates.checks import Check
+
+# Gaps (lower is fairer) take `max`; ratios (higher is fairer, 1 is equal) take `min`.
+DIFFERENCES = ("demographic_parity_difference", "equal_opportunity_difference", "equalized_odds_difference")
+RATIOS = ("demographic_parity_ratio", "equal_opportunity_ratio")
+DECIDE = ("estimate", "interval")
+READABLE = {
+    "demographic_parity_difference": "selection-rate gap",
+    "demographic_parity_ratio": "selection-rate ratio",
+    "equal_opportunity_difference": "TPR gap",
+    "equal_opportunity_ratio": "TPR ratio",
+    "equalized_odds_difference": "equalized-odds gap",
+}
+
+
+def gated_limits(config: Mapping[str, Any], source: str, protected: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """attribute -> metric -> {"max"|"min", "relative_to_base_rate", "decide_on"}, checked."""
+    reader = ConfigReader(source, "gates.fairness", config, {"attributes"})
+    attributes = reader.get("attributes", {}) or {}
+    if not isinstance(attributes, Mapping):
+        reader.fail("attributes must map each protected attribute to its limits")
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for attribute, limits in attributes.items():
+        where = f"gates.fairness.attributes.{attribute}"
+        if attribute not in protected:
+            ConfigReader(source, where, {}, set()).fail(
+                f"'{attribute}' is not a protected column of the dataset{suggest(str(attribute), protected)}; "
+                f"protected columns: {', '.join(protected) or 'none (give a column role: protected)'}"
+            )
+        attr = ConfigReader(source, where, limits or {}, {"decide_on", *DIFFERENCES, *RATIOS})
+        decide_on = attr.choice("decide_on", DECIDE, "estimate")
+        out[attribute] = {}
+        for metric in (*DIFFERENCES, *RATIOS):
+            if attr.get(metric) is None:
+                continue
+            bound = "max" if metric in DIFFERENCES else "min"
+            allowed = {bound, "relative_to_base_rate"} if metric == "demographic_parity_ratio" else {bound}
+            limit_reader = ConfigReader(source, f"{where}.{metric}", attr.get(metric), allowed)
+            value = limit_reader.number(bound)
+            if value is None or not 0 <= value <= 1:
+                limit_reader.fail(f"{bound} must be a number in [0, 1], got {value!r}")
+            out[attribute][metric] = {
+                bound: value,
+                "relative_to_base_rate": limit_reader.boolean("relative_to_base_rate", False),
+                "decide_on": decide_on,
+            }
+    return out
+
+
+def fairness_checks(
+    limits: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    summaries: Mapping[str, Mapping[str, Any]],
+    intervals: Mapping[str, Mapping[str, Any]],
+    confidence: float,
+) -> list[Check]:
+    """One check per configured limit."""
+    checks = []
+    for attribute, metrics in limits.items():
+        summary = summaries.get(attribute, {})
+        for metric, limit in metrics.items():
+            name = f"fairness/{attribute}/{metric}"
+            checks.append(_check(name, metric, limit, summary, intervals.get(attribute, {}).get(metric), confidence))
+    return checks
+
+
+def _check(
+    name: str,
+    metric: str,
+    limit: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    interval: list[float | None] | None,
+    confidence: float,
+) -> Check:
+    what = READABLE[metric]
+    value = summary.get(metric)
+    upper = "max" in limit
+    threshold = float(limit["max"] if upper else limit["min"])
+    relative = ""
+    if limit.get("relative_to_base_rate"):
+        base = summary.get("base_rate_ratio")
+        if base is None:
+            return Check(name, "fairness", value, None, False, "no base-rate ratio: fewer than two groups to compare")
+        relative = f" = {threshold:g} x the base-rate ratio {base:.3f}"
+        threshold = round(threshold * base, 6)
+    if value is None:
+        compared = summary.get(
+            "groups_compared_tpr" if "opportunity" in metric or "odds" in metric else "groups_compared"
+        )
+        return Check(
+            name, "fairness", None, threshold, False,
+            f"{what} undefined: fewer than two groups with enough test cases ({', '.join(compared or []) or 'none'}); "
+            "lower evaluate.min_group_cases / min_group_size, or gate another attribute",
+        )  # fmt: skip
+    bounds = None
+    if interval is not None and interval[0] is not None and interval[1] is not None:
+        bounds = (float(interval[0]), float(interval[1]))
+    beyond = value > threshold if upper else value < threshold
+    past, inside = ("above", "below") if upper else ("below", "above")
+    limit_text = f"the limit {threshold:.3f}{relative}"
+    ci = f" ({confidence:.0%} interval {bounds[0]:.3f}-{bounds[1]:.3f})" if bounds else ""
+    if limit["decide_on"] == "estimate" or bounds is None:
+        reason = f"{what} {value:.3f}{ci} is {past if beyond else 'within'} {limit_text}"
+        return Check(name, "fairness", value, threshold, not beyond, reason, interval=bounds)
+    # decide_on: interval. Fail only when the whole interval is past the limit.
+    low, high = bounds
+    if low > threshold if upper else high < threshold:
+        reason = f"{what} {value:.3f}{ci} is {past} {limit_text}, all of its interval too"
+        return Check(name, "fairness", value, threshold, False, reason, interval=bounds)
+    if beyond:
+        reason = (
+            f"{what} {value:.3f} is {past} {limit_text}, but its {confidence:.0%} interval {low:.3f}-{high:.3f} "
+            f"reaches {inside} it: too few test cases to tell"
+        )
+        return Check(name, "fairness", value, threshold, True, reason, warning=True, interval=bounds)
+    return Check(
+        name, "fairness", value, threshold, True, f"{what} {value:.3f}{ci} is within {limit_text}", interval=bounds
+    )

@@ -1,0 +1,106 @@
+"""`gitml gate`: every check of the gate in reports/gate.json, and the verdict.
+
+It runs after `dvc repro`, not as a DVC stage: the champion comes from git (GTO's tags, main's
+commits), which DVC does not track. It reads what the pipeline wrote (the Deepchecks results,
+the test metrics, their bootstrap intervals), always writes its report, and exits 0 whatever the
+verdict; `gitml gate --check` is what fails a run (make run, CI) on a failed verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from gitml.checked_config import ConfigReader
+from gitml.config import dataset_schema, section
+from gitml.errors import GitmlError
+from gitml.gates.champion import ChampionConfig, champion_checks, find_champion
+from gitml.gates.checks import Check, number, verdict
+from gitml.gates.fairness import fairness_checks, gated_limits
+from gitml.io import write_json
+from gitml.paths import Paths
+
+DEEPCHECKS_PASSING = {"PASS": (True, False), "WARN": (True, True), "FAIL": (False, False), "ERROR": (False, False)}
+
+
+def _read(path: Path, stage: str) -> Any:
+    if not path.is_file():
+        raise GitmlError(f"{path}: not found; the {stage} stage has not run. Run `dvc repro` first (or `make run`).")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise GitmlError(f"{path}: not valid JSON ({exc}); run `dvc repro --force {stage}` to write it again.") from exc
+
+
+def deepchecks_checks(results: Mapping[str, Any]) -> list[Check]:
+    """One check per Deepchecks condition; a check that could not run (ERROR) fails."""
+    checks = []
+    for item in results.get("conditions", []):
+        category = str(item.get("category", "ERROR")).upper()
+        passed, warning = DEEPCHECKS_PASSING.get(category, (False, False))
+        name = f"deepchecks/{item['suite']}/{item['check']}"
+        condition = str(item.get("condition", "")).strip()
+        details = str(item.get("details", "")).strip()
+        reason = f"{category}: {condition}" + (f" - {details}" if details else "")
+        checks.append(Check(name, "deepchecks", None, None, passed, reason, warning=warning))
+    return checks
+
+
+def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+    """Gather every check, decide, write reports/gate.json; returns what it holds."""
+    source = paths.params.name
+    gates = ConfigReader(source, "gates", section(cfg, "gates", paths.params), {"deepchecks", "fairness", "champion"})
+    schema = dataset_schema(cfg, paths.params)
+    limits = gated_limits(gates.get("fairness", {}) or {}, source, [c.name for c in schema.protected_columns])
+    metrics = _read(paths.metrics, "evaluate")
+    intervals = _read(paths.intervals, "evaluate")
+    results = _read(paths.deepchecks_results, "deepchecks")
+    config = ChampionConfig.from_config(gates.get("champion", {}), source, metrics["test"])
+    baseline = find_champion(paths.root, config)
+
+    checks = [
+        *deepchecks_checks(results),
+        *fairness_checks(limits, metrics["fairness"], intervals.get("fairness", {}), float(intervals["confidence"])),
+        *champion_checks(config, baseline, metrics, limits),
+    ]
+    outcome, reason = verdict(checks)
+    report = {
+        "verdict": outcome,
+        "reason": reason,
+        "champion": baseline.as_dict(),
+        "checks": [c.as_dict() for c in checks],
+        "counts": {
+            "checks": len(checks),
+            "failed": sum(not c.passed for c in checks),
+            "warnings": sum(c.warning and c.passed for c in checks),
+        },
+    }
+    write_json(paths.gate, report)
+    return report
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+
+
+def check(paths: Paths) -> tuple[bool, str]:
+    """The recorded verdict: (passed, the lines to print). Failing checks, then warnings, as a table."""
+    report = _read(paths.gate, "gate")
+    passed = report["verdict"] == "pass"
+    lines = [f"gate: {'PASS' if passed else 'FAIL'}: {report['reason']}"]
+    failing = [c for c in report["checks"] if not c["passed"]]
+    warned = [c for c in report["checks"] if c["passed"] and c.get("warning")]
+    for title, rows in (("failed", failing), ("passed with a warning", warned)):
+        if not rows:
+            continue
+        lines.append(f"{title}:")
+        table = [["check", "value", "limit", "why"]]
+        table += [[c["name"], number(c["value"]), number(c["threshold"]), c["reason"]] for c in rows]
+        lines += _table(table)
+    lines.append(f"champion: {report['champion']['description']}")
+    if paths.report.is_file():
+        lines.append(f"report: {paths.report.relative_to(paths.root)}")
+    return passed, "\n".join(lines)
