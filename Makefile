@@ -29,8 +29,12 @@ $(VENV)/.stamp-dev: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline,serve,dev]'
 	@touch $@ $(VENV)/.stamp-pipeline
 
-run: $(VENV)/.stamp-pipeline  ## reproduce the pipeline (dvc repro) and print its summary
-	@source $(BIN)/activate && gitml params && dvc repro && gitml summary
+# The gate and the report compare with git (GTO's production model, main), which DVC does not
+# track, so they run after `dvc repro` every time. `gitml gate --check` comes last: a failed
+# verdict makes `make run` exit 1 once everything, the report included, is written.
+run: $(VENV)/.stamp-pipeline  ## reproduce the pipeline, gate it, write the report; exit 1 on a failed gate
+	@source $(BIN)/activate && gitml params && dvc repro && gitml gate && gitml report && gitml summary \
+		&& gitml gate --check
 
 params: $(VENV)/.stamp-pipeline  ## compose conf/ into params.yaml (what `dvc exp run` does)
 	@$(BIN)/gitml params

@@ -40,6 +40,7 @@ def test_stage_outputs_are_the_paths_the_code_writes(stages: dict[str, Any]) -> 
         str(paths.threshold), str(paths.test_scores), str(paths.plots), str(paths.metrics), str(paths.fairness),
         str(paths.intervals),
     }  # fmt: skip
+    assert _outs(stages["deepchecks"]) == {str(paths.deepchecks), str(paths.deepchecks_results)}
     assert {str(paths.checkpoint), str(paths.preprocess)} <= set(stages["export"]["deps"])
     assert {str(paths.onnx), str(paths.preprocess)} <= set(stages["evaluate"]["deps"])
 
@@ -55,7 +56,8 @@ def test_plot_definitions_read_files_the_stages_write(repo: Path) -> None:
 
 def test_every_stage_calls_a_gitml_subcommand(stages: dict[str, Any]) -> None:
     for name, stage in stages.items():
-        program, command = stage["cmd"].split()[:2]
+        words = [w for w in stage["cmd"].split() if "=" not in w]  # after environment settings
+        program, command = words[:2]
         assert program == "gitml", name
         assert command in COMMANDS, name
 
@@ -74,6 +76,7 @@ STAGE_MODULES = {
     "train": "gitml.model.train",
     "export": "gitml.model.export",
     "evaluate": "gitml.evaluate.stage",
+    "deepchecks": "gitml.gates.suites",
 }
 # These name files and word error messages; no output's bytes depend on them.
 NOT_DEPS = {"gitml.errors", "gitml.paths", "gitml.config"}

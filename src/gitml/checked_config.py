@@ -84,6 +84,12 @@ class ConfigReader:
                 f"{key} has true/false in {list(value)}: YAML reads unquoted yes, no, on, off, true and false "
                 "as booleans. Quote them, e.g. ['yes', 'no']"
             )
+        nested = [v for v in value if isinstance(v, Mapping | list)]
+        if nested:
+            self.fail(
+                f"{key} has an item that is not a plain value: {nested[0]!r}. In YAML an unquoted item with "
+                "': ' in it is a mapping; quote the item"
+            )
         items = tuple(str(v) for v in value)
         duplicated = sorted({v for v in items if items.count(v) > 1})
         if duplicated:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -123,18 +124,81 @@ def test_plots_and_metrics_are_what_dvc_shows(pipeline: Path) -> None:
     assert "val" in workspace["dvclive/metrics.json"]["data"]
 
 
+def gitml(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gitml.cli", *args], cwd=cwd, capture_output=True, text=True, check=False,
+        env=scratch_env(),
+    )  # fmt: skip
+
+
+def test_the_gate_passes_the_default_model_and_the_report_shows_it(pipeline: Path) -> None:
+    """What `make run` does after `dvc repro`: gate, report, then the verdict."""
+    for step in (["gate"], ["report"], ["gate", "--check"]):
+        done = gitml(pipeline, *step)
+        assert done.returncode == 0, f"gitml {' '.join(step)}:\n{done.stdout}\n{done.stderr}"
+    gate = json.loads((pipeline / "reports" / "gate.json").read_text())
+    assert gate["verdict"] == "pass", gate["reason"]
+    assert {c["kind"] for c in gate["checks"]} == {"deepchecks", "fairness", "champion"}
+    # This scratch repository's main holds the code but no metrics yet: a new fork's first pull request.
+    assert gate["champion"]["source"] == "branch"
+    assert next(c["reason"] for c in gate["checks"] if c["kind"] == "champion").startswith("no champion")
+    assert "report: reports/report.md" in done.stdout
+    for html in (pipeline / "reports" / "deepchecks").glob("*.html"):
+        assert html.stat().st_size < 15 * 2**20, html.name
+    report = (pipeline / "reports" / "report.md").read_text()
+    assert "pass" in report.splitlines()[0].lower()
+    figures = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", report)
+    assert len(figures) >= 5
+    for figure in figures:
+        assert (pipeline / "reports" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+    card = (pipeline / "reports" / "model_card.md").read_text()
+    assert "CC BY 4.0" in card
+
+
+def test_a_failed_gate_fails_the_run_after_the_report_is_written(pipeline: Path) -> None:
+    params = (pipeline / "params.yaml").read_bytes()
+    try:
+        run(
+            pipeline,
+            sys.executable,
+            "-m",
+            "gitml.cli",
+            "params",
+            "gates.fairness.attributes.sex.equalized_odds_difference.max=0.01",
+        )
+        assert gitml(pipeline, "gate").returncode == 0  # the gate records its verdict; it does not fail
+        assert gitml(pipeline, "report").returncode == 0
+        report = (pipeline / "reports" / "report.md").read_text()
+        assert "fail" in report.splitlines()[0].lower()
+        assert "fairness/sex/equalized_odds_difference" in report
+        done = gitml(pipeline, "gate", "--check")
+        assert done.returncode == 1
+        assert "gate: FAIL" in done.stderr
+        assert "fairness/sex/equalized_odds_difference" in done.stderr
+    finally:
+        (pipeline / "params.yaml").write_bytes(params)
+        gitml(pipeline, "gate")
+
+
 def test_push_and_pull_round_trip(pipeline: Path) -> None:
     run(pipeline, "dvc", "push")
     stages = yaml.safe_load((pipeline / "dvc.yaml").read_text())["stages"]
     # Cached outputs go to the remote; metrics, plots and curves (cache: false) live in git.
     expected = [out for stage in stages.values() for out in stage["outs"] if isinstance(out, str)]
-    originals = {path: (pipeline / path).read_bytes() for path in expected}
+    files = [
+        f for out in expected for f in ([pipeline / out] if (pipeline / out).is_file() else (pipeline / out).rglob("*"))
+    ]
+    assert len(files) > len(expected)  # reports/deepchecks/ is a directory of HTML reports
+    originals = {path: path.read_bytes() for path in files}
     shutil.rmtree(pipeline / ".dvc" / "cache")
     for path in expected:
-        (pipeline / path).unlink()
+        if (pipeline / path).is_dir():
+            shutil.rmtree(pipeline / path)
+        else:
+            (pipeline / path).unlink()
     run(pipeline, "dvc", "pull")
-    for path, data in originals.items():
-        assert (pipeline / path).read_bytes() == data, path
+    for file, data in originals.items():
+        assert file.read_bytes() == data, file
     assert "Data and pipelines are up to date" in run(pipeline, "dvc", "status")
 
 
@@ -147,11 +211,8 @@ def test_a_model_param_reruns_training_stages_only(pipeline: Path) -> None:
     assert "ingest:" not in status
     assert "split:" not in status
     out = run(pipeline, "dvc", "repro")
-    assert [s for s in ("ingest", "split", "train", "export", "evaluate") if f"Running stage '{s}'" in out] == [
-        "train",
-        "export",
-        "evaluate",
-    ]
+    stages = ("ingest", "split", "train", "export", "evaluate", "deepchecks")
+    assert [s for s in stages if f"Running stage '{s}'" in out] == ["train", "export", "evaluate", "deepchecks"]
     assert json.loads((pipeline / "reports" / "train.json").read_text())["parameters"] < 19_000
     # Going back is git for the small files and `dvc checkout` for the cached ones.
     run(pipeline, "git", "checkout", "--", ".")

@@ -79,7 +79,8 @@ def test_an_undefined_gap_fails_and_says_what_to_change() -> None:
     summary = {"equal_opportunity_difference": None, "groups_compared_tpr": ["Male"]}
     check = one_check({"equal_opportunity_difference": {"max": 0.1}}, summary)
     assert not check.passed
-    assert "min_group_cases" in check.reason and "Male" in check.reason
+    assert "min_group_cases" in check.reason
+    assert "Male" in check.reason
 
 
 @pytest.mark.parametrize(
@@ -94,7 +95,7 @@ def test_an_undefined_gap_fails_and_says_what_to_change() -> None:
     ],
 )
 def test_config_mistakes_name_the_key(attributes: dict[str, Any], message: str) -> None:
-    with pytest.raises(GitmlError, match="gates.fairness") as caught:
+    with pytest.raises(GitmlError, match=r"gates\.fairness") as caught:
         limits(**attributes)
     assert message in str(caught.value)
 
@@ -141,7 +142,8 @@ def test_without_history_there_is_no_champion_and_the_check_says_so(tmp_path: Pa
     assert not baseline.exists
     assert "not a git repository" in baseline.description
     (check,) = champion_checks(ChampionConfig(), baseline, candidate(0.9, 0.05), GATED)
-    assert check.passed and "no champion" in check.reason
+    assert check.passed
+    assert "no champion" in check.reason
 
 
 def test_before_any_promotion_the_champion_is_mains_committed_metrics(history: Path) -> None:
@@ -151,12 +153,15 @@ def test_before_any_promotion_the_champion_is_mains_committed_metrics(history: P
     assert (baseline.source, baseline.commit) == ("branch", main_commit)
 
     worse, wider = champion_checks(ChampionConfig(), baseline, candidate(0.900, 0.08), GATED)
-    assert not worse.passed and worse.value == pytest.approx(-0.010)
+    assert not worse.passed
+    assert worse.value == pytest.approx(-0.010)
     assert "0.9000 vs champion 0.9100" in worse.reason
-    assert not wider.passed and wider.value == pytest.approx(0.03)
+    assert not wider.passed
+    assert wider.value == pytest.approx(0.03)
 
     close, same = champion_checks(ChampionConfig(), baseline, candidate(0.907, 0.06), GATED)
-    assert close.passed and same.passed  # -0.003 within 0.005; widens 0.01 within 0.02
+    assert close.passed
+    assert same.passed  # -0.003 within 0.005; widens 0.01 within 0.02
 
 
 def test_the_production_model_in_gto_is_the_champion_once_there_is_one(history: Path) -> None:
@@ -177,7 +182,8 @@ def test_lower_is_better_metrics_count_a_rise_as_worse(history: Path) -> None:
     worse = candidate(0.9, 0.05)
     worse["test"]["brier"] = 0.11
     (check, _) = champion_checks(config, champion(history), worse, GATED)
-    assert not check.passed and check.value == pytest.approx(-0.01)
+    assert not check.passed
+    assert check.value == pytest.approx(-0.01)
 
 
 def test_a_shallow_clone_finds_main_once_fetched(history: Path, tmp_path: Path) -> None:
@@ -213,7 +219,13 @@ def gate_repo(repo: Path, tmp_path: Path) -> Paths:
 
 def write_deepchecks(paths: Paths, outcomes: list[tuple[str, str]]) -> None:
     conditions = [
-        {"suite": "train_test_validation", "check": check, "condition": "score below 0.2", "category": c, "details": "x"}
+        {
+            "suite": "train_test_validation",
+            "check": check,
+            "condition": "score below 0.2",
+            "category": c,
+            "details": "x",
+        }
         for c, check in outcomes
     ]
     paths.deepchecks_results.write_text(json.dumps({"suites": {}, "conditions": conditions}), encoding="utf-8")
@@ -236,7 +248,9 @@ def test_the_gate_writes_every_check_and_passes_the_committed_model(
     assert report["champion"]["source"] == "none"
     assert main(["--root", str(gate_repo.root), "gate", "--check"]) == 0
     out = capsys.readouterr().out
-    assert "gate: PASS" in out and "passed with a warning" in out and "New Category" in out
+    assert "gate: PASS" in out
+    assert "passed with a warning" in out
+    assert "New Category" in out
 
 
 @pytest.mark.parametrize("category", ["FAIL", "ERROR"])
@@ -255,11 +269,14 @@ def test_a_failed_condition_fails_the_verdict_after_writing_the_report(
     assert "gate: FAIL" in err
     table = err.splitlines()
     header = next(i for i, line in enumerate(table) if line.strip().startswith("check"))
-    assert "Label Drift" in table[header + 1] and category in table[header + 1]
+    assert "Label Drift" in table[header + 1]
+    assert category in table[header + 1]
 
 
 def test_a_tightened_limit_fails_the_committed_model(gate_repo: Paths) -> None:
-    compose_params(gate_repo.conf, gate_repo.params, ["gates.fairness.attributes.sex.equalized_odds_difference.max=0.05"])
+    compose_params(
+        gate_repo.conf, gate_repo.params, ["gates.fairness.attributes.sex.equalized_odds_difference.max=0.05"]
+    )
     report = stage.run(load_params(gate_repo.params), gate_repo)
     failed = [c["name"] for c in report["checks"] if not c["passed"]]
     assert failed == ["fairness/sex/equalized_odds_difference"]

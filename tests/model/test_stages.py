@@ -254,6 +254,8 @@ def test_another_dataset_runs_end_to_end(repo: Path, tmp_path: Path, monkeypatch
     spec = PreprocessSpec.load(paths.preprocess)
     assert spec.input_columns == ("age", "city", "balance", "segment")  # the identifier never is an input
     groups = json.loads(paths.fairness.read_text())
-    assert set(groups) - {"threshold", "min_group_size"} == {"age"}  # the toy schema's one protected attribute
+    assert set(groups) - {"threshold", "min_group_size", "min_group_cases"} == {
+        "age"
+    }  # the toy schema's one protected attribute
     assert set(groups["age"]) <= {"<30", "30-49", "50+"}
     assert json.loads(paths.metrics.read_text())["test"]["rows"] == len(pd.read_parquet(paths.split_file("test")))

@@ -31,7 +31,7 @@ _GENERALIZE_KEYS = {"bins", "top_code", "groups", "other"}
 _RAW_KEYS = {"files", "delimiter", "header", "missing_values", "strip_suffix", "encoding"}
 _FILE_KEYS = {"path", "skip_rows"}
 _QUALITY_KEYS = {"max_quarantined_fraction", "duplicates", "pii_max_matches"}
-_TOP_KEYS = {"name", "description", "raw", "columns", "quality", "pseudonym_key_env", "card"}
+_TOP_KEYS = {"name", "description", "raw", "columns", "quality", "pseudonym_key_env"}
 
 
 def _number_text(value: float) -> str:

@@ -1,0 +1,381 @@
+"""deepchecks stage: Deepchecks suites on the splits and the exported model's scores.
+
+Writes one HTML report per suite under reports/deepchecks/ and every condition's outcome to
+reports/deepchecks.json, which the gate reads:
+  data_integrity         the train split on its own
+  train_test_validation  train against test: drift, new categories, leakage
+  model_evaluation       the model on test, against its train scores and a simple tree
+  performance_bias       the model's score in each group of each protected attribute, on test
+
+Deepchecks gets the model as its scores (static predictions), never as an object: given a model it
+would compute permutation feature importance first, minutes on a CPU. So the checks that need the
+model object (Boosting Overfit, Unused Features, Model Inference Time) are left out, as are those
+that need a date or index column and those that ingest already guarantees through the dataset
+schema (string variants, special characters, mixed types and nulls, unknown labels). Every check
+that runs carries the conditions of gates.deepchecks, none of Deepchecks' defaults. Which columns
+are features, categories, protected attributes and the label comes from the dataset schema.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import uuid
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from gitml.checked_config import ConfigReader
+from gitml.config import dataset_schema, section
+from gitml.data.features import PreprocessSpec, labels, matrices
+from gitml.data.schema import DatasetSchema
+from gitml.data.split import load_split
+from gitml.errors import GitmlError
+from gitml.io import write_json
+from gitml.model.runtime import onnx_scores
+from gitml.paths import Paths
+
+SUITES = ("data_integrity", "train_test_validation", "model_evaluation", "performance_bias")
+SCORERS = ("roc_auc", "accuracy", "recall", "precision", "f1")
+
+# Every setting of gates.deepchecks with its default, as conf/gates/default.yaml ships it: a
+# number in [0, 1], a whole number (at least its MINIMUM, else 0), or the scorer's name.
+SETTINGS: dict[str, dict[str, float | int | str]] = {
+    "data_integrity": {
+        "max_null_ratio": 0.1,
+        "max_duplicate_ratio": 0.15,
+        "max_conflicting_label_ratio": 0.1,
+        "max_feature_label_pps": 0.6,
+        "correlation_threshold": 0.9,
+        "max_correlated_pairs": 1,
+    },
+    "train_test_validation": {
+        "min_test_rows": 1000,
+        "max_new_category_ratio": 0.001,
+        "max_train_test_overlap": 0.2,
+        "max_pps_change": 0.1,
+        "max_feature_drift": 0.1,
+        "max_label_drift": 0.1,
+        "max_multivariate_drift": 0.1,
+    },
+    "model_evaluation": {
+        "max_relative_degradation": 0.1,
+        "min_auroc": 0.85,
+        "max_misclassified_cell_ratio": 0.12,
+        "max_prediction_drift": 0.1,
+        "min_gain_over_tree": 0.0,
+        "max_weak_segment_drop": 0.2,
+        "weak_segment_rows": 4000,
+    },
+    "performance_bias": {"scorer": "roc_auc", "min_subgroup_size": 100, "max_drop": 0.05},
+}
+MINIMUM = {"min_test_rows": 1, "weak_segment_rows": 100, "min_subgroup_size": 1}
+
+
+def read_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """gates.deepchecks, checked: {random_state, <suite>: {setting: value}}."""
+    reader = ConfigReader(source, "gates.deepchecks", cfg, {"random_state", *SETTINGS})
+    config: dict[str, Any] = {"random_state": reader.integer("random_state", 42)}
+    for suite, defaults in SETTINGS.items():
+        part = ConfigReader(source, f"gates.deepchecks.{suite}", reader.get(suite, {}), set(defaults))
+        values: dict[str, Any] = {}
+        for key, default in defaults.items():
+            if isinstance(default, str):
+                values[key] = part.choice(key, SCORERS, default)
+            elif isinstance(default, int):
+                values[key] = part.integer(key, default, minimum=MINIMUM.get(key, 0))
+            else:
+                value = part.number(key, default)
+                if value is None or not 0 <= value <= 1:
+                    part.fail(f"{key} must be a number in [0, 1], got {part.get(key)!r}")
+                values[key] = value
+        config[suite] = values
+    return config
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """No progress bars, log lines or warnings from Deepchecks and the libraries under it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import deepchecks  # type: ignore[import-untyped]  # noqa: F401  (its first import sets the log level)
+
+        logger = logging.getLogger("deepchecks")
+        level = logger.level
+        logger.setLevel(logging.ERROR)  # progress bars show at INFO
+        try:
+            yield
+        finally:
+            logger.setLevel(level)
+
+
+def class_names(schema: DatasetSchema) -> tuple[str, str]:
+    """(negative, positive) as Deepchecks shows the label: it sorts the classes and scores the second as positive."""
+    positive = schema.positive_class
+    others = [c for c in schema.label.categories or () if c != positive]
+    negative = others[0] if len(others) == 1 else f"not {positive}"
+    return (negative, positive) if negative < positive else (f"0: {negative}", f"1: {positive}")
+
+
+def data_columns(schema: DatasetSchema) -> tuple[list[str], list[str]]:
+    """The columns Deepchecks checks (model inputs and protected attributes), and which of them are categorical."""
+    columns = [c for c in schema.kept_columns if c in schema.feature_columns or c in schema.protected_columns]
+    return [c.name for c in columns], [c.name for c in columns if c.output_dtype not in ("integer", "float")]
+
+
+def group_column(schema: DatasetSchema, name: str) -> str:
+    """The column name of a protected attribute's groups: `age (band)` where numbers fall into bands."""
+    return f"{name} (band)" if schema.column(name).bands is not None else name
+
+
+def datasets(schema: DatasetSchema, frames: Mapping[str, pd.DataFrame]) -> dict[str, tuple[Any, Any]]:
+    """{split: (data Dataset, protected-groups Dataset)}; the splits' rows keep distinct index values in order."""
+    from deepchecks.tabular import Dataset  # type: ignore[import-untyped]
+
+    columns, categorical = data_columns(schema)
+    label = schema.label.name
+    negative, positive = class_names(schema)
+    out: dict[str, tuple[Any, Any]] = {}
+    start = 0
+    for name, frame in frames.items():
+        index = pd.RangeIndex(start, start + len(frame))
+        start += len(frame)
+        target = np.where(labels(schema, frame[label].to_numpy()) == 1, positive, negative)
+        data = frame[columns].set_axis(index, axis="index").assign(**{label: target})
+        groups = pd.DataFrame(
+            {
+                group_column(schema, c.name): schema.protected_groups(c.name, frame[c.name].to_numpy())
+                for c in schema.protected_columns
+            },
+            index=index,
+        )
+        group_names = list(groups.columns)
+        groups[label] = target
+        out[name] = (
+            Dataset(data, label=label, cat_features=categorical, label_type="binary", dataset_name=name),
+            Dataset(groups, label=label, cat_features=group_names, label_type="binary", dataset_name=name),
+        )
+    return out
+
+
+def build_suites(config: Mapping[str, Any], group_columns: Sequence[str]) -> dict[str, Any]:
+    """The four suites, each check with the conditions of `config` (see read_config)."""
+    from deepchecks.tabular import Suite
+    from deepchecks.tabular import checks as dc
+
+    seed = config["random_state"]
+    di, tt, me, pb = (config[name] for name in SUITES)
+    performance_bias = every_group_performance_bias()
+    return {
+        "data_integrity": Suite(
+            "Data Integrity (train)",
+            dc.IsSingleValue().add_condition_not_single_value(),
+            dc.PercentOfNulls(random_state=seed).add_condition_percent_of_nulls_not_greater_than(di["max_null_ratio"]),
+            dc.DataDuplicates(random_state=seed).add_condition_ratio_less_or_equal(di["max_duplicate_ratio"]),
+            dc.ConflictingLabels(random_state=seed).add_condition_ratio_of_conflicting_labels_less_or_equal(
+                di["max_conflicting_label_ratio"]
+            ),
+            dc.FeatureLabelCorrelation(random_state=seed).add_condition_feature_pps_less_than(
+                di["max_feature_label_pps"]
+            ),
+            dc.FeatureFeatureCorrelation(random_state=seed).add_condition_max_number_of_pairs_above_threshold(
+                di["correlation_threshold"], di["max_correlated_pairs"]
+            ),
+        ),
+        "train_test_validation": Suite(
+            "Train-Test Validation",
+            dc.DatasetsSizeComparison().add_condition_test_size_greater_or_equal(tt["min_test_rows"]),
+            dc.NewCategoryTrainTest().add_condition_new_category_ratio_less_or_equal(tt["max_new_category_ratio"]),
+            dc.TrainTestSamplesMix(random_state=seed).add_condition_duplicates_ratio_less_or_equal(
+                tt["max_train_test_overlap"]
+            ),
+            dc.FeatureLabelCorrelationChange(random_state=seed).add_condition_feature_pps_difference_less_than(
+                tt["max_pps_change"]
+            ),
+            dc.FeatureDrift(random_state=seed).add_condition_drift_score_less_than(
+                tt["max_feature_drift"], tt["max_feature_drift"]
+            ),
+            dc.LabelDrift(random_state=seed).add_condition_drift_score_less_than(tt["max_label_drift"]),
+            dc.MultivariateDrift(random_state=seed).add_condition_overall_drift_value_less_than(
+                tt["max_multivariate_drift"]
+            ),
+        ),
+        "model_evaluation": Suite(
+            "Model Evaluation (test)",
+            dc.TrainTestPerformance(random_state=seed).add_condition_train_test_relative_degradation_less_than(
+                me["max_relative_degradation"]
+            ),
+            dc.RocReport(random_state=seed).add_condition_auc_greater_than(me["min_auroc"]),
+            dc.ConfusionMatrixReport(random_state=seed).add_condition_misclassified_samples_lower_than_condition(
+                me["max_misclassified_cell_ratio"]
+            ),
+            dc.PredictionDrift(random_state=seed).add_condition_drift_score_less_than(me["max_prediction_drift"]),
+            dc.SimpleModelComparison(strategy="tree", random_state=seed).add_condition_gain_greater_than(
+                me["min_gain_over_tree"]
+            ),
+            # Without feature importance it searches every pair of columns; the row sample bounds its time.
+            dc.WeakSegmentsPerformance(
+                n_top_features=None, n_samples=me["weak_segment_rows"], random_state=seed
+            ).add_condition_segments_relative_performance_greater_than(me["max_weak_segment_drop"]),
+        ),
+        "performance_bias": Suite(
+            "Performance Bias (test)",
+            *(
+                performance_bias(
+                    column, scorer=pb["scorer"], min_subgroup_size=pb["min_subgroup_size"], random_state=seed
+                ).add_condition_bounded_performance_difference(-pb["max_drop"])
+                for column in group_columns
+            ),
+        ),
+    }
+
+
+def every_group_performance_bias() -> type[Any]:
+    """PerformanceBias scoring every group: Deepchecks' own puts the groups beyond 90% of rows together as 'Others'."""
+    from deepchecks.tabular.checks.model_evaluation import performance_bias  # type: ignore[import-untyped]
+    from deepchecks.utils.performance.partition import partition_column  # type: ignore[import-untyped]
+
+    class PerformanceBias(performance_bias.PerformanceBias):  # type: ignore[misc]
+        def _make_partitions(self, dataset: Any) -> dict[str, Any]:
+            groups = partition_column(dataset, self.protected_feature, max_segments=np.inf, max_cat_proportions=1.0)
+            return {self.protected_feature: groups}
+
+    return PerformanceBias
+
+
+def outcomes(name: str, suite: Any, result: Any) -> list[dict[str, str]]:
+    """One entry per condition of every check, in the suite's order; a check that raised gives category ERROR."""
+    position = {id(check): i for i, check in suite.checks.items()}
+    out = []
+    # Deepchecks lists failures first; the suite's order keeps the file's diff to what changed.
+    for check_result in sorted(result.results, key=lambda r: position[id(r.check)]):
+        header = check_result.get_header()
+        if hasattr(check_result, "exception"):
+            error = " ".join(f"{type(check_result.exception).__name__}: {check_result.exception}".split())
+            names = [c.name for c in check_result.check._conditions.values()] or ["the check runs"]
+            out += [
+                {"suite": name, "check": header, "condition": n, "category": "ERROR", "details": error} for n in names
+            ]
+            continue
+        for condition in check_result.conditions_results:
+            out.append(
+                {
+                    "suite": name,
+                    "check": header,
+                    "condition": condition.name,
+                    "category": condition.category.value,
+                    "details": " ".join(str(condition.details).split()),
+                }
+            )
+    return out
+
+
+def read_threshold(paths: Paths) -> float:
+    """The decision threshold the evaluate stage chose on validation."""
+    try:
+        value = json.loads(paths.threshold.read_text(encoding="utf-8"))["threshold"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise GitmlError(f"{paths.threshold}: no threshold in it ({exc}); re-run the evaluate stage.") from exc
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise GitmlError(f"{paths.threshold}: threshold {value!r} is not a probability; re-run the evaluate stage.")
+    return float(value)
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+STYLER_ID = re.compile(r"(?<![A-Za-z0-9_])T_[0-9a-f]{5}(?![0-9a-f])")  # pandas Styler's random table ids
+PROLOGUE = re.compile(r"The suite is composed of various checks such as: [^<]*?, etc\.\.\.")
+
+
+def stable_html(page: str, suite: str, check_names: Sequence[str]) -> str:
+    """The same page for the same results, so that DVC sees no change when nothing changed.
+
+    Deepchecks names three of a suite's checks in the page's opening line, picked in set order
+    (which differs from one process to the next); plotly gives each chart a random id, and pandas
+    each styled table. The line here names every check, sorted, and each id is derived from the
+    suite and its place in the page.
+    """
+    ids: dict[str, str] = {}
+    tables: dict[str, str] = {}
+
+    def stable_id(match: re.Match[str]) -> str:
+        return ids.setdefault(match.group(0), str(uuid.uuid5(uuid.NAMESPACE_URL, f"gitml/{suite}/{len(ids)}")))
+
+    def table_id(match: re.Match[str]) -> str:
+        return tables.setdefault(match.group(0), f"T_{len(tables):05x}")
+
+    every = f"The suite is composed of these checks: {', '.join(sorted(set(check_names)))}."
+    return STYLER_ID.sub(table_id, UUID.sub(stable_id, PROLOGUE.sub(every, page)))
+
+
+def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+    """Run the four suites; returns what reports/deepchecks.json holds."""
+    gates = section(cfg, "gates", paths.params)
+    config = read_config(gates.get("deepchecks", {}), paths.params.name)
+    schema = dataset_schema(cfg, paths.params)
+    for path in (paths.preprocess, paths.onnx, paths.threshold):
+        if not path.is_file():
+            raise GitmlError(f"{path}: not found; run the pipeline up to the evaluate stage (dvc repro evaluate).")
+    spec = PreprocessSpec.load(paths.preprocess)
+    threshold = read_threshold(paths)
+    frames = {name: load_split(paths, name) for name in ("train", "test")}
+
+    negative, positive = class_names(schema)
+    proba: dict[str, npt.NDArray[np.float64]] = {}
+    predicted: dict[str, npt.NDArray[np.str_]] = {}
+    for name, frame in frames.items():
+        scores = onnx_scores(paths.onnx, matrices(spec, schema, frame)[0]).astype(np.float64)
+        proba[name] = np.column_stack([1 - scores, scores])
+        predicted[name] = np.where(scores >= threshold, positive, negative)
+
+    report: dict[str, Any] = {"suites": {}, "conditions": []}
+    paths.deepchecks.mkdir(parents=True, exist_ok=True)
+    with quiet():
+        from deepchecks.core import SuiteResult  # type: ignore[import-untyped]
+
+        data = datasets(schema, frames)
+        group_columns = [group_column(schema, c.name) for c in schema.protected_columns]
+        suites = build_suites(config, group_columns)
+        both = {
+            "model_classes": [negative, positive],
+            "y_proba_train": proba["train"],
+            "y_proba_test": proba["test"],
+            "y_pred_train": predicted["train"],
+            "y_pred_test": predicted["test"],
+        }
+        results = {
+            "data_integrity": suites["data_integrity"].run(data["train"][0]),
+            "train_test_validation": suites["train_test_validation"].run(data["train"][0], data["test"][0]),
+            "model_evaluation": suites["model_evaluation"].run(
+                data["train"][0], data["test"][0], run_single_dataset="Test", **both
+            ),
+            # One dataset (test), which Deepchecks takes in the train position.
+            "performance_bias": suites["performance_bias"].run(
+                data["test"][1],
+                model_classes=[negative, positive],
+                y_proba_train=proba["test"],
+                y_pred_train=predicted["test"],
+            )
+            if group_columns
+            else SuiteResult(suites["performance_bias"].name, []),  # a schema without protected attributes
+        }
+        for check_result in results["performance_bias"].results:
+            check_result.header = f"Performance Bias - {check_result.check.protected_feature}"
+        for name in SUITES:
+            html = paths.deepchecks / f"{name}.html"
+            # A file object: given a name, Deepchecks writes "name (1).html" next to an existing report.
+            # A full page without widgets always carries plotly.js (about 5 MB), so it opens offline.
+            with html.open("w", encoding="utf-8") as out:
+                results[name].save_as_html(out, as_widget=False, connected=False, unique_id=name)
+            names = [check.name() for check in suites[name].checks.values()]
+            html.write_text(stable_html(html.read_text(encoding="utf-8"), name, names), encoding="utf-8")
+            checks = len(suites[name].checks)
+            report["suites"][name] = {"html": html.relative_to(paths.root).as_posix(), "checks": checks}
+            report["conditions"] += outcomes(name, suites[name], results[name])
+    write_json(paths.deepchecks_results, report)
+    return report

@@ -1,0 +1,69 @@
+"""report: reports/report.md for the pull request, its PNG figures, and reports/model_card.md.
+
+Runs after `dvc repro` and `gitml gate`, outside DVC: it compares the working tree's outputs
+with main's committed ones (`git show`, so a shallow CI checkout works once main is fetched).
+Without main (a new fork's first pull request, or no git) it still writes everything and says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from gitml.baseline import branch_baseline
+from gitml.config import dataset_schema, section
+from gitml.errors import GitmlError
+from gitml.paths import Paths
+from gitml.report import Outputs, committed_lineage, current_lineage, curve_names, relative, working_tree
+from gitml.report.card import MIN_POSITIVES, read_card, render_model_card
+from gitml.report.figures import write_figures
+from gitml.report.markdown import render_report
+
+
+def _min_positives(cfg: Mapping[str, Any], fairness: Mapping[str, Any]) -> int:
+    """The fewest positives a group needs for its TPR to be compared: as evaluate used it."""
+    evaluate = cfg.get("evaluate")
+    configured = evaluate.get("min_group_cases") if isinstance(evaluate, Mapping) else None
+    for value in (fairness.get("min_group_cases"), configured):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return MIN_POSITIVES
+
+
+def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+    """Write the report, its figures and the model card; returns what was written and compared."""
+    schema = dataset_schema(cfg, paths.params)
+    dataset = section(cfg, "data", paths.params).get("name")
+    card = read_card({"name": dataset, "card": cfg.get("card")}, paths.params.name)
+    curves = curve_names(paths)
+    now = Outputs.read(working_tree(paths.root), paths, curves)
+    for path, found in ((paths.metrics, now.metrics), (paths.fairness, now.fairness)):
+        if found is None:
+            raise GitmlError(f"{path}: not found or not JSON; the evaluate stage has not run. Run `dvc repro` first.")
+
+    baseline = branch_baseline(paths.root)
+    main = Outputs.read(baseline.read_text, paths, curves) if baseline.exists else None
+    lineage = current_lineage(paths, now)
+    main_lineage = committed_lineage(paths, main, baseline.commit) if main is not None else None
+    figures = write_figures(paths.figures, now, main, f"main ({baseline.short})")
+
+    report = render_report(paths, cfg, now, main, baseline, lineage, main_lineage, figures)
+    paths.report.parent.mkdir(parents=True, exist_ok=True)
+    paths.report.write_text(report, encoding="utf-8")
+    model_card = render_model_card(cfg, schema, card, now, lineage, _min_positives(cfg, now.fairness or {}))
+    paths.model_card.write_text(model_card, encoding="utf-8")
+    compared = f"vs {baseline.description}" if baseline.exists else "no main to compare with"
+    verdict = (now.gate or {}).get("verdict")
+    message = (
+        f"report: {relative(paths, paths.report)} (gate {verdict or 'not run'}, {compared}, {len(figures)} figures in "
+        f"{relative(paths, paths.figures)}/) and {relative(paths, paths.model_card)}"
+    )
+    return {
+        "message": message,
+        "report": relative(paths, paths.report),
+        "model_card": relative(paths, paths.model_card),
+        "figures": [relative(paths, f.path) for f in figures],
+        "verdict": verdict,
+        "compared_with": baseline.description if baseline.exists else None,
+        "commit": lineage.commit,
+    }

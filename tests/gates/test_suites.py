@@ -1,0 +1,250 @@
+"""The deepchecks stage on a small sample of Adult with a tiny trained model, and on the toy schema."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gitml.config import load_params
+from gitml.data.schema import DatasetSchema
+from gitml.errors import GitmlError
+from gitml.evaluate import stage as evaluate
+from gitml.gates import suites
+from gitml.model import export, train
+from gitml.paths import Paths
+from tests.conftest import toy_config
+
+Report = dict[str, Any]
+Trained = tuple[Paths, Report]
+CATEGORIES = {"PASS", "WARN", "FAIL", "ERROR"}
+
+
+@pytest.fixture(scope="module")
+def trained(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """train -> export -> evaluate -> deepchecks, once for the module."""
+    paths = copy_repo(adult_sample, tmp_path_factory.mktemp("suites"))
+    params = load_params(paths.params)
+    for stage in (train, export, evaluate):
+        stage.run(params, paths)
+    return paths, suites.run(params, paths)
+
+
+def copy_repo(paths: Paths, parent: Path) -> Paths:
+    root = parent / f"repo{len(list(parent.iterdir()))}"
+    shutil.copytree(paths.root, root, symlinks=True)
+    return Paths(root)
+
+
+def outcome(report: Report, suite: str, check: str) -> dict[str, str]:
+    """The one condition of `check`."""
+    (item,) = [c for c in report["conditions"] if c["suite"] == suite and c["check"] == check]
+    return dict(item)
+
+
+def rewrite_split(paths: Paths, name: str, change: Callable[[pd.DataFrame, DatasetSchema], None]) -> None:
+    schema = DatasetSchema.from_config(load_params(paths.params)["data"])
+    frame = pd.read_parquet(paths.split_file(name))
+    change(frame, schema)
+    frame.to_parquet(paths.split_file(name), index=False)
+
+
+def first_numeric_feature(schema: DatasetSchema) -> str:
+    return next(c.name for c in schema.feature_columns if c.numeric and c.output_dtype != "categorical")
+
+
+def test_every_suite_writes_its_report_and_every_condition(trained: Trained) -> None:
+    paths, report = trained
+    assert json.loads(paths.deepchecks_results.read_text()) == report
+    assert str(paths.root) not in paths.deepchecks_results.read_text()
+    assert list(report["suites"]) == list(suites.SUITES)
+    for name, entry in report["suites"].items():
+        html = paths.root / entry["html"]
+        assert entry["html"] == f"reports/deepchecks/{name}.html"
+        assert 1_000_000 < html.stat().st_size < 15_000_000, name  # plotly.js inside, the charts small
+        conditions = [c for c in report["conditions"] if c["suite"] == name]
+        assert len(conditions) >= entry["checks"] > 0, name  # every check carries a condition
+    assert sorted(p.name for p in paths.deepchecks.iterdir()) == sorted(f"{n}.html" for n in suites.SUITES)
+    for item in report["conditions"]:
+        assert item["category"] in CATEGORIES
+        assert item["condition"]
+        assert "\n" not in item["details"]
+    assert not [c for c in report["conditions"] if c["category"] == "ERROR"]  # every check ran
+    # The limits of conf/gates/default.yaml are the conditions' (none of Deepchecks' defaults).
+    drift = outcome(report, "train_test_validation", "Feature Drift")
+    assert drift["condition"] == "categorical drift score < 0.1 and numerical drift score < 0.1"
+    assert drift["category"] == "PASS"
+
+
+def test_performance_bias_covers_every_protected_attribute(trained: Trained) -> None:
+    paths, report = trained
+    schema = DatasetSchema.from_config(load_params(paths.params)["data"])
+    checks = {c["check"] for c in report["conditions"] if c["suite"] == "performance_bias"}
+    assert checks == {f"Performance Bias - {suites.group_column(schema, c.name)}" for c in schema.protected_columns}
+    assert "Performance Bias - age (band)" in checks  # age is scored by its bands, not as a number
+    bias = outcome(report, "performance_bias", "Performance Bias - sex")
+    assert bias["condition"] == "Performance differences are bounded between -0.05 and inf."
+    assert report["suites"]["performance_bias"]["checks"] == len(schema.protected_columns)
+
+
+def test_a_schema_without_protected_attributes_has_an_empty_bias_suite(trained: Trained, tmp_path: Path) -> None:
+    paths = copy_repo(trained[0], tmp_path)
+    params = load_params(paths.params)
+    for column in params["data"]["columns"].values():
+        if column["role"] == "protected":  # the same model inputs, as plain features
+            column["role"] = "feature"
+            for key in ("feature", "bands"):
+                column.pop(key, None)
+    report = suites.run(params, paths)
+    assert report["suites"]["performance_bias"]["checks"] == 0
+    assert not [c for c in report["conditions"] if c["suite"] == "performance_bias"]
+    assert (paths.root / report["suites"]["performance_bias"]["html"]).is_file()
+
+
+def test_a_column_in_other_units_in_test_fails_drift(trained: Trained, tmp_path: Path) -> None:
+    """Test data from an export that writes one numeric column in other units (years as months)."""
+    paths = copy_repo(trained[0], tmp_path)
+
+    def in_months(frame: pd.DataFrame, schema: DatasetSchema) -> None:
+        column = first_numeric_feature(schema)
+        frame[column] = frame[column] * 12
+
+    rewrite_split(paths, "test", in_months)
+    report = suites.run(load_params(paths.params), paths)
+    drift = outcome(report, "train_test_validation", "Feature Drift")
+    assert drift["category"] == "FAIL"
+    assert first_numeric_feature(DatasetSchema.from_config(load_params(paths.params)["data"])) in drift["details"]
+    assert outcome(report, "train_test_validation", "Multivariate Drift")["category"] == "FAIL"
+    assert outcome(report, "data_integrity", "Feature Label Correlation")["category"] == "PASS"  # train is as it was
+
+
+def test_a_column_filled_in_from_the_outcome_fails_leakage(trained: Trained, tmp_path: Path) -> None:
+    """Training data in which a feature was recorded after the outcome: it holds the label itself."""
+    paths = copy_repo(trained[0], tmp_path)
+
+    def leak(frame: pd.DataFrame, schema: DatasetSchema) -> None:
+        frame[first_numeric_feature(schema)] = (frame[schema.label.name] == schema.positive_class).astype("int64")
+
+    rewrite_split(paths, "train", leak)
+    report = suites.run(load_params(paths.params), paths)
+    column = first_numeric_feature(DatasetSchema.from_config(load_params(paths.params)["data"]))
+    assert outcome(trained[1], "data_integrity", "Feature Label Correlation")["category"] == "PASS"
+    leaked = outcome(report, "data_integrity", "Feature Label Correlation")
+    assert leaked["category"] == "FAIL"
+    assert f"'{column}'" in leaked["details"]
+    changed = outcome(report, "train_test_validation", "Feature Label Correlation Change")
+    assert changed["category"] == "FAIL"
+    assert f"'{column}'" in changed["details"]  # predicts the label in train, not in test
+
+
+def test_a_second_run_replaces_the_reports_and_writes_the_same_results(trained: Trained, tmp_path: Path) -> None:
+    paths = copy_repo(trained[0], tmp_path)  # the reports of the first run are there
+    suites.run(load_params(paths.params), paths)
+    assert paths.deepchecks_results.read_bytes() == trained[0].deepchecks_results.read_bytes()
+    # Deepchecks, given a file name, would write "name (1).html" next to an existing report.
+    assert sorted(p.name for p in paths.deepchecks.iterdir()) == sorted(f"{n}.html" for n in suites.SUITES)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_drift": 0.1}, r"gates.deepchecks: unknown key 'max_drift'"),
+        (
+            {"train_test_validation": {"max_feature_drfit": 0.1}},
+            r"gates.deepchecks.train_test_validation: unknown key 'max_feature_drfit' "
+            r"\(did you mean 'max_feature_drift'\?\)",
+        ),
+        ({"model_evaluation": {"min_auroc": 1.5}}, r"min_auroc must be a number in \[0, 1\], got 1.5"),
+        ({"data_integrity": {"max_null_ratio": "10%"}}, r"data_integrity: max_null_ratio must be a number, got '10%'"),
+        ({"performance_bias": {"scorer": "auc"}}, r"performance_bias: scorer 'auc' is not one of roc_auc"),
+        ({"performance_bias": {"min_subgroup_size": 0}}, r"min_subgroup_size must be a whole number >= 1, got 0"),
+        ({"random_state": None}, r"gates.deepchecks: random_state must be a whole number"),
+    ],
+)
+def test_config_mistakes_name_the_key(trained: Trained, change: dict[str, Any], message: str) -> None:
+    paths, _ = trained
+    params = load_params(paths.params)
+    params["gates"]["deepchecks"] = change
+    with pytest.raises(GitmlError, match=message):
+        suites.run(params, paths)
+
+
+@pytest.mark.parametrize("name", ["model.onnx", "preprocess.json", "threshold.json"])
+def test_a_missing_model_file_names_the_stage_to_run(trained: Trained, tmp_path: Path, name: str) -> None:
+    paths = copy_repo(trained[0], tmp_path)
+    (paths.models / name).unlink()
+    with pytest.raises(GitmlError, match=rf"{name}: not found; .*\(dvc repro evaluate\)"):
+        suites.run(load_params(paths.params), paths)
+
+
+def toy_split(n: int, seed: int) -> pd.DataFrame:
+    """A split of the toy dataset as ingest leaves it: pseudonymised ids, city in country groups."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "customer_id": [f"{i:064x}" for i in range(n)],
+            "age": rng.integers(18, 90, n),
+            "city": pd.Categorical(
+                rng.choice(np.array(["Germany", "France", None]), n), categories=["Germany", "France"]
+            ),
+            "balance": rng.uniform(0, 5000, n),
+            "segment": rng.choice(["retail", "business"], n),
+            "churned": rng.choice(["no", "yes"], n),
+        }
+    )
+
+
+def test_datasets_come_from_the_schema_alone() -> None:
+    """Nothing names an Adult column: the toy schema's features, categories, groups and label."""
+    schema = DatasetSchema.from_config(toy_config())
+    built = suites.datasets(schema, {"train": toy_split(60, 0), "test": toy_split(40, 1)})
+    data, groups = built["train"]
+    assert data.features == ["age", "city", "balance", "segment"]  # the identifier is never checked
+    assert sorted(data.cat_features) == ["city", "segment"]
+    assert data.label_name == "churned"
+    assert set(data.label_col) == {"no", "yes"}
+    assert groups.features == ["age (band)"] == groups.cat_features
+    assert set(groups.data["age (band)"]) <= {"<30", "30-49", "50+"}
+    test_data, _ = built["test"]
+    assert list(data.data.index) == list(range(60))
+    assert list(test_data.data.index) == list(range(60, 100))  # no index value shared with train
+
+
+def test_the_positive_class_is_the_one_deepchecks_scores() -> None:
+    """Deepchecks sorts the classes and scores the second; the names keep the positive one there."""
+    assert suites.class_names(DatasetSchema.from_config(toy_config())) == ("no", "yes")
+    config = toy_config()
+    config["columns"]["churned"] = {
+        "dtype": "categorical",
+        "categories": ["stayed", "left"],
+        "role": "label",
+        "positive": "left",
+    }
+    assert suites.class_names(DatasetSchema.from_config(config)) == ("0: stayed", "1: left")
+
+
+def test_pages_that_differ_only_in_random_ids_and_check_order_are_written_alike() -> None:
+    """plotly's chart ids, pandas' table ids and Deepchecks' set-ordered opening line vary run to run."""
+
+    def page(chart: str, table: str, named: str) -> str:
+        return (
+            f"<p>The suite is composed of various checks such as: {named}, etc...</p>"
+            f'<div id="{chart}"></div><script>Plotly.newPlot("{chart}")</script>'
+            f'<style>#{table} td {{}}</style><td id="{table}_row0_col0">0.5</td>'
+        )
+
+    names = ["Label Drift", "Feature Drift", "New Category Train Test", "Multivariate Drift"]
+    first = suites.stable_html(
+        page(str(uuid.uuid4()), "T_1a2b3", "Label Drift, Feature Drift, New Category"), "s", names
+    )
+    second = suites.stable_html(page(str(uuid.uuid4()), "T_9f8e7", "Multivariate Drift, Label Drift, X"), "s", names)
+    assert first == second
+    assert "these checks: Feature Drift, Label Drift, Multivariate Drift, New Category Train Test." in first
+    assert first.count("T_00000") == 2  # the table's id, consistently replaced

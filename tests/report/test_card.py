@@ -1,0 +1,125 @@
+"""The model card: the dataset config's `card:` block, and what the pipeline's outputs fill in."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gitml.config import dataset_schema
+from gitml.errors import GitmlError
+from gitml.paths import Paths
+from gitml.report import Outputs, current_lineage, curve_names, working_tree
+from gitml.report.card import read_card, render_model_card
+from gitml.report.markdown import interval, number
+from tests.report.conftest import REPO, Reported, adult_card, extract_committed, git, load_cfg, read_json
+
+
+def card_for(root: Path, cfg: dict[str, Any]) -> str:
+    paths = Paths(root)
+    now = Outputs.read(working_tree(root), paths, curve_names(paths))
+    card = read_card({"name": cfg["data"]["name"], "card": cfg.get("card")}, "params.yaml")
+    return render_model_card(cfg, dataset_schema(cfg, paths.params), card, now, current_lineage(paths, now))
+
+
+def test_the_adult_card_reads_every_entry() -> None:
+    card = read_card({"name": "adult", "card": adult_card()}, "params.yaml")
+    assert card.present
+    assert "CC BY 4.0" in card.text("licence")
+    assert card.text("url") == "https://doi.org/10.24432/C5XW20"
+    assert "Becker" in card.text("source")
+    assert any("1994" in item for item in card.items("limitations"))
+    assert card.items("out_of_scope")
+
+
+def test_the_card_is_composed_into_params_but_no_stage_depends_on_it() -> None:
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert params["card"] == adult_card()
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert not [name for name, stage in stages.items() if "card" in stage.get("params", [])]
+
+
+@pytest.mark.parametrize(
+    ("card", "message"),
+    [
+        ({"license": "CC BY 4.0"}, r"unknown key 'license' \(did you mean 'licence'\?\)"),
+        ({"intended_use": ["a list"]}, r"intended_use must be text"),
+        ({"limitations": "one line, not a list"}, r"limitations must be a list of strings"),
+        # `- US only: 91% born there` in YAML is a mapping, not the sentence that was meant.
+        ({"limitations": [{"US only": "91% born there"}]}, r"limitations has an item that is not a plain value"),
+        ("text", r"expected a mapping"),
+    ],
+)
+def test_a_wrong_card_entry_is_named(card: Any, message: str) -> None:
+    with pytest.raises(GitmlError, match=rf"params.yaml: card \(conf/card/\): {message}"):
+        read_card({"name": "adult", "card": card}, "params.yaml")
+
+
+def test_a_dataset_without_a_card_gets_one_that_says_what_to_add(tmp_path: Path) -> None:
+    extract_committed(tmp_path)
+    cfg = load_cfg(tmp_path)
+    del cfg["card"]
+    card = card_for(tmp_path, cfg)
+    missing = (
+        "not described: write conf/card/adult.yaml (conf/card/adult.yaml shows how) and select it in conf/config.yaml"
+    )
+    assert f"- **Primary uses**: {missing}" in card
+    assert f"- **Licence**: {missing}" in card
+    assert f"## Limitations\n\n- {missing}" in card
+    # What the pipeline knows is there all the same.
+    assert f"{number(read_json(tmp_path / 'reports' / 'train.json')['parameters'])} parameters" in card
+
+
+def test_a_card_missing_one_entry_names_that_entry(tmp_path: Path) -> None:
+    extract_committed(tmp_path)
+    cfg = load_cfg(tmp_path)
+    del cfg["card"]["users"]
+    card = card_for(tmp_path, cfg)
+    assert "- **Primary users**: not described: add `users:` to the card config (conf/card/)" in card
+    assert "CC BY 4.0" in card
+
+
+def test_the_card_has_test_metrics_with_their_intervals(reported: Reported) -> None:
+    test = read_json(reported.paths.metrics)["test"]
+    intervals = read_json(reported.paths.intervals)["test"]
+    for key, bounds in intervals.items():
+        assert f"| `{key}` | {number(test[key])} | {interval(bounds)} |" in reported.card
+
+
+def test_the_card_has_every_group_and_its_fairness_gaps(reported: Reported) -> None:
+    fairness = read_json(reported.paths.fairness)
+    metrics = read_json(reported.paths.metrics)
+    intervals = read_json(reported.paths.intervals)["fairness"]
+    for attribute, summary in metrics["fairness"].items():
+        for group, m in fairness[attribute].items():
+            assert f"| {group} | {number(m['size'])} |" in reported.card
+        gap = summary["equal_opportunity_difference"]
+        bounds = interval(intervals[attribute]["equal_opportunity_difference"])
+        assert f"| {attribute} | `equal_opportunity_difference` | {number(gap)} | {bounds} |" in reported.card
+
+
+def test_groups_with_few_positives_are_named_as_uncertain(reported: Reported) -> None:
+    fairness = read_json(reported.paths.fairness)
+    few = [
+        (f"{attribute}={group}", round(m["size"] * m["base_rate"]))
+        for attribute, groups in fairness.items()
+        if isinstance(groups, dict)
+        for group, m in groups.items()
+        if round(m["size"] * m["base_rate"]) < fairness.get("min_group_cases", 30)
+    ]
+    assert few, "the committed data has groups with few positives (race=Other, ...)"
+    for name, positives in few:
+        assert f"- {name} has only {positives} positives in test" in reported.card
+
+
+def test_the_card_names_the_commit_the_verdict_and_no_date(reported: Reported) -> None:
+    commit = git(reported.paths.root, "rev-parse", "HEAD")
+    gate = read_json(reported.paths.gate)
+    assert f"built from commit `{commit}`" in reported.card
+    assert f"**{gate['verdict'].upper()}**: {gate['reason']}" in reported.card
+    assert not re.search(r"\b20\d\d-\d\d-\d\d\b", reported.card)
+    assert "`fnlwgt`" in reported.card.split("**Dropped at ingest**")[1].splitlines()[0]
