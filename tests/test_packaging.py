@@ -53,7 +53,11 @@ def test_lock_pins_the_versions_the_issue_names(repo: Path) -> None:
 
 def test_the_environment_is_the_lock(repo: Path) -> None:
     pins = lock_pins(repo)
-    installed: dict[str, str] = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    # The first distribution of each name on sys.path is the one imported; pkg_resources (which
+    # Deepchecks imports) appends setuptools' vendored copies of packaging and platformdirs after it.
+    installed: dict[str, str] = {}
+    for dist in metadata.distributions():
+        installed.setdefault(canonicalize_name(dist.metadata["Name"]), dist.version)
     wrong = {n: (v, installed.get(n)) for n, v in pins.items() if installed.get(n, "").split("+")[0] != v}
     assert not wrong, f"installed versions differ from requirements/lock.txt (run `make test` again): {wrong}"
 

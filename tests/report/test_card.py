@@ -123,3 +123,15 @@ def test_the_card_names_the_commit_the_verdict_and_no_date(reported: Reported) -
     assert f"**{gate['verdict'].upper()}**: {gate['reason']}" in reported.card
     assert not re.search(r"\b20\d\d-\d\d-\d\d\b", reported.card)
     assert "`fnlwgt`" in reported.card.split("**Dropped at ingest**")[1].splitlines()[0]
+
+
+def test_the_card_says_how_inputs_are_made_from_the_columns(tmp_path: Path) -> None:
+    extract_committed(tmp_path)
+    cfg = load_cfg(tmp_path)
+    cfg["preprocess"] = {"log1p_skew_above": 2.0, "min_category_count": 25}
+    card = card_for(tmp_path, cfg)
+    line = next(line for line in card.splitlines() if line.startswith("- **Preprocessing**"))
+    assert "log1p first where a column's skewness is above 2" in line
+    assert "at least 25 times in training" in line
+    features = read_json(tmp_path / "reports" / "train.json")["features"]
+    assert f"{features['columns']} columns become {features['width']} inputs" in line

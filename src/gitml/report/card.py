@@ -123,6 +123,22 @@ def _model_details(params: Mapping[str, Any], now: Outputs, lineage: Lineage, sc
     ]
 
 
+def _preprocessing(preprocess: Mapping[str, Any], now: Outputs) -> str:
+    """How the model's inputs are made from the columns (conf/config.yaml `preprocess`, fitted on train)."""
+    skew = preprocess.get("log1p_skew_above")
+    log1p = f", log1p first where a column's skewness is above {skew:g}" if isinstance(skew, int | float) else ""
+    features = ((now.train or {}).get("features")) or {}
+    shape = (
+        f"; {number(features.get('columns'))} columns become {number(features.get('width'))} inputs" if features else ""
+    )
+    return (
+        "- **Preprocessing** (fitted on the train split only; models/preprocess.json): numbers standardised, with "
+        f"a missing indicator where a column may be missing{log1p}; categories one-hot encoded over the values "
+        f"seen at least {preprocess.get('min_category_count', '?')} times in training, rarer and unseen values "
+        f'sharing an "other" input and missing ones a "missing" input{shape}.'
+    )
+
+
 def _data_handling(schema: DatasetSchema, now: Outputs) -> list[str]:
     def names(columns: Any) -> str:
         return ", ".join(f"`{c.name}`" for c in columns) or "none"
@@ -293,6 +309,7 @@ def render_model_card(
         f"- **Source**: {card.text('source')}" + (f" <{card.texts['url']}>" if "url" in card.texts else ""),
         f"- **Licence**: {card.text('licence')}",
         *_data_handling(schema, now),
+        _preprocessing(params.get("preprocess") or {}, now),
         "",
         "## Metrics",
         "",
