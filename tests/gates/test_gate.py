@@ -176,6 +176,24 @@ def test_the_production_model_in_gto_is_the_champion_once_there_is_one(history: 
     assert not primary.passed  # 0.92 is better than main's 0.88, but 0.01 worse than production's 0.93
 
 
+@pytest.mark.parametrize(
+    ("interval", "passed", "warning"),
+    [
+        ([0.06, 0.15], True, True),  # 0.10 vs 0.05 widens by 0.05, but the interval reaches 0.06 (< 0.05 + 0.02)
+        ([0.08, 0.15], False, False),  # even the interval's low end widens by 0.03
+    ],
+)
+def test_a_gap_decided_on_its_interval_widens_only_when_all_of_it_does(
+    history: Path, interval: list[float], passed: bool, warning: bool
+) -> None:
+    commit_metrics(history, 0.9, 0.05, "main")
+    gated = {"sex": {"equal_opportunity_difference": {"max": 0.1, "decide_on": "interval"}}}
+    intervals = {"sex": {"equal_opportunity_difference": interval}}
+    (_, check) = champion_checks(ChampionConfig(), champion(history), candidate(0.9, 0.10), gated, intervals)
+    assert (check.passed, check.warning) == (passed, warning)
+    assert check.value == pytest.approx(0.05)
+
+
 def test_lower_is_better_metrics_count_a_rise_as_worse(history: Path) -> None:
     commit_metrics(history, 0.9, 0.05, "main")
     config = ChampionConfig(primary_metric="brier", tolerance=0.005)

@@ -64,8 +64,14 @@ def champion_checks(
     baseline: Baseline,
     candidate: Mapping[str, Any],
     gated: Mapping[str, Mapping[str, Any]],
+    intervals: Mapping[str, Any] | None = None,
 ) -> list[Check]:
-    """The primary metric against the champion's, then every gated fairness summary against its."""
+    """The primary metric against the champion's, then every gated fairness summary against its.
+
+    A summary gated with `decide_on: interval` is compared the same way: it fails only when the
+    candidate's whole interval (`intervals`, reports/intervals.json's `fairness`) is past the
+    champion's value plus the tolerance; an estimate past it passes with a warning.
+    """
     metric = config.primary_metric
     theirs = baseline.read_json(METRICS_FILE) if baseline.exists else None
     if not isinstance(theirs, Mapping) or not isinstance(theirs.get("test"), Mapping):
@@ -79,10 +85,13 @@ def champion_checks(
     checks = [_primary(config, baseline, ours_value, their_value)]
     their_fairness = theirs.get("fairness", {})
     for attribute, metrics in gated.items():
-        for name in metrics:
+        for name, limit in metrics.items():
             ours = candidate.get("fairness", {}).get(attribute, {}).get(name)
             prior = their_fairness.get(attribute, {}).get(name) if isinstance(their_fairness, Mapping) else None
-            checks.append(_widening(config, baseline, attribute, name, ours, prior))
+            interval = None
+            if limit.get("decide_on") == "interval":
+                interval = ((intervals or {}).get(attribute) or {}).get(name)
+            checks.append(_widening(config, attribute, name, ours, prior, interval))
     return checks
 
 
@@ -105,18 +114,37 @@ def _primary(config: ChampionConfig, baseline: Baseline, ours: float | None, the
 
 
 def _widening(
-    config: ChampionConfig, baseline: Baseline, attribute: str, metric: str, ours: float | None, theirs: float | None
+    config: ChampionConfig,
+    attribute: str,
+    metric: str,
+    ours: float | None,
+    theirs: float | None,
+    interval: list[float | None] | None,
 ) -> Check:
     name = f"champion/{attribute}/{metric}"
     if theirs is None or ours is None:  # an undefined gap of this model fails its fairness check already
         missing = "the champion" if theirs is None else "this model"
         return Check(name, "champion", None, None, True, f"{missing} has no {attribute} {metric} to compare")
     # Widening = how much less fair: a larger difference, or a smaller ratio.
-    widening = (ours - theirs) if metric in DIFFERENCES else (theirs - ours)
-    passed = widening <= config.fairness_tolerance
-    word = "widens" if metric in DIFFERENCES else "narrows"
+    difference = metric in DIFFERENCES
+    widening = (ours - theirs) if difference else (theirs - ours)
+    word = "widens" if difference else "narrows"
+    tolerance = config.fairness_tolerance
+    said = f"{attribute} {metric} {ours:.3f} vs champion {theirs:.3f}: {word} by {max(widening, 0):.3f}"
+    value = round(widening, 6)
+    if widening <= tolerance:
+        return Check(name, "champion", value, tolerance, True, f"{said}, within the tolerance {tolerance:g}")
+    if interval is None or interval[0] is None or interval[1] is None:
+        return Check(name, "champion", value, tolerance, False, f"{said}, beyond the tolerance {tolerance:g}")
+    low, high = float(interval[0]), float(interval[1])
+    # The most favourable end of this model's interval, against the champion's value.
+    best = (low - theirs) if difference else (theirs - high)
+    bounds = (low, high)
+    if best > tolerance:
+        reason = f"{said}, beyond the tolerance {tolerance:g} over all of its interval {low:.3f}-{high:.3f}"
+        return Check(name, "champion", value, tolerance, False, reason, interval=bounds)
     reason = (
-        f"{attribute} {metric} {ours:.3f} vs champion {theirs:.3f}: {word} by {max(widening, 0):.3f}, "
-        f"{'within' if passed else 'beyond'} the tolerance {config.fairness_tolerance:g}"
+        f"{said}, beyond the tolerance {tolerance:g}, but its interval {low:.3f}-{high:.3f} reaches back within "
+        "it: too few test cases to tell"
     )
-    return Check(name, "champion", round(widening, 6), config.fairness_tolerance, passed, reason)
+    return Check(name, "champion", value, tolerance, True, reason, warning=True, interval=bounds)

@@ -63,7 +63,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     checks = [
         *deepchecks_checks(results),
         *fairness_checks(limits, metrics["fairness"], intervals.get("fairness", {}), float(intervals["confidence"])),
-        *champion_checks(config, baseline, metrics, limits),
+        *champion_checks(config, baseline, metrics, limits, intervals.get("fairness", {})),
     ]
     outcome, reason = verdict(checks)
     report = {
