@@ -69,6 +69,9 @@ def test_failed_checks_come_first_and_stay_open() -> None:
     assert failed[0] == "#### Failed checks"
     assert sum("`broken`" in line for line in failed) == 1
     assert not any("`ok`" in line for line in failed)
+    # A check that passed with a warning is shown open too, under its own heading, after the failed.
+    assert failed.index("#### Passed with a warning") > failed.index("#### Failed checks")
+    assert sum("`warned`" in line for line in failed) == 1
     assert every[0] == "<details>"
     assert every[1] == "<summary>All 3 gate checks: 1 failed, 1 warning</summary>"
     rows = [line for line in every if line.startswith("| ") and "`" in line]

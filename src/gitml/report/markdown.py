@@ -1,6 +1,6 @@
 """reports/report.md: the pull request's report, GitHub Markdown for `cml comment update`.
 
-The verdict, the headline metrics against main and the failed checks come first and open; the
+The verdict, the headline metrics against main and the failed and warned checks come first and open; the
 long tables (all checks, per-group metrics, parameters, lineage) fold into <details>.
 """
 
@@ -148,15 +148,18 @@ CHECK_HEADER = ("", "Check", "Kind", "Value [interval]", "Threshold", "Reason")
 
 
 def gate_sections(gate: Mapping[str, Any] | None) -> tuple[list[str], list[str]]:
-    """The failed checks (shown open) and every check (folded)."""
+    """The failed checks and those passed with a warning (shown open), and every check (folded)."""
     if gate is None:
         return [], []
     checks = ordered_checks(gate)
     failed = [c for c in checks if not c.get("passed")]
+    warnings = [c for c in checks if c.get("passed") and c.get("warning")]
     open_part = []
     if failed:
         open_part = ["#### Failed checks", "", *table(CHECK_HEADER, check_rows(failed)), ""]
-    warned = sum(1 for c in checks if c.get("passed") and c.get("warning"))
+    if warnings:
+        open_part += ["#### Passed with a warning", "", *table(CHECK_HEADER, check_rows(warnings)), ""]
+    warned = len(warnings)
     summary = f"All {len(checks)} gate checks: {len(failed)} failed, {warned} warning{'s' if warned != 1 else ''}"
     folded = details(summary, table(CHECK_HEADER, check_rows(checks))) if checks else []
     return open_part, folded
