@@ -20,7 +20,7 @@ PROD_STAGE = "prod"
 MAIN = "main"
 
 
-def _git(root: Path, *args: str) -> str | None:
+def git_output(root: Path, *args: str) -> str | None:
     """stdout of a git command, or None when it fails (not a repository, unknown ref, no git)."""
     try:
         done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
@@ -52,7 +52,7 @@ class Baseline:
         """A file as committed there (path relative to the repository root), None if absent."""
         if self.commit is None:
             return None
-        return _git(self.root, "show", f"{self.commit}:{path}")
+        return git_output(self.root, "show", f"{self.commit}:{path}")
 
     def read_json(self, path: str) -> Any:
         text = self.read_text(path)
@@ -74,18 +74,18 @@ class Baseline:
 
 
 def head_commit(root: Path) -> str | None:
-    out = _git(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
+    out = git_output(root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
     return out.strip() if out else None
 
 
 def branch_baseline(root: Path, branch: str = MAIN) -> Baseline:
     """The tip of `branch`, locally or as fetched from origin; source "none" when neither exists."""
     for ref in (branch, f"origin/{branch}", f"refs/remotes/origin/{branch}"):
-        out = _git(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        out = git_output(root, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
         if out:
             commit = out.strip()
             return Baseline(root, "branch", ref, commit, None, f"{ref} (commit {commit[:7]})")
-    if head_commit(root) is None and _git(root, "rev-parse", "--git-dir") is None:
+    if head_commit(root) is None and git_output(root, "rev-parse", "--git-dir") is None:
         why = "this is not a git repository"
     else:
         why = f"no branch {branch} here or at origin (in a CI checkout: `git fetch --depth=1 origin {branch}:{branch}`)"
@@ -94,7 +94,7 @@ def branch_baseline(root: Path, branch: str = MAIN) -> Baseline:
 
 def stage_baseline(root: Path, artifact: str = ARTIFACT, stage: str = PROD_STAGE) -> Baseline | None:
     """The version of `artifact` GTO has in `stage`, or None when none is assigned."""
-    if _git(root, "rev-parse", "--git-dir") is None:
+    if git_output(root, "rev-parse", "--git-dir") is None:
         return None
     from gto.api import find_versions_in_stage
     from gto.exceptions import GTOException

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from gitml.baseline import git_output, head_commit
 from gitml.paths import Paths
 
 # A file's text by its path relative to the repository root; None when it is absent.
@@ -149,14 +149,6 @@ def _sha256(path: Path) -> str | None:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
 @dataclass(frozen=True)
 class Lineage:
     """What the model was made from: commit, data hashes, params hash, model bytes."""
@@ -185,11 +177,11 @@ def data_paths(paths: Paths) -> tuple[str, ...]:
 def current_lineage(paths: Paths, outputs: Outputs) -> Lineage:
     """The working tree's lineage: HEAD, whether it has uncommitted changes, and the hashes."""
     hashes = lock_hashes(outputs.lock)
-    head = _git(paths.root, "rev-parse", "--verify", "--quiet", "HEAD^{commit}")
-    status = _git(paths.root, "status", "--porcelain") if head else None
+    head = head_commit(paths.root)
+    status = git_output(paths.root, "status", "--porcelain") if head else None
     text = outputs.params_text
     return Lineage(
-        commit=head.strip() if head else None,
+        commit=head,
         changed_paths=None if status is None else len(status.splitlines()),
         data={p: hashes[p][0] if p in hashes else None for p in data_paths(paths)},
         params_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None,
