@@ -172,7 +172,8 @@ def intervals(
 def summary_groups(names: Sequence[str], summary: Mapping[str, Any]) -> tuple[list[int], list[int], list[int]]:
     """Indices (into `names`) of the groups a fairness summary compared: for selection rates, TPR, FPR."""
     index = {name: i for i, name in enumerate(names)}
-    return tuple([index[g] for g in summary[key]] for key in GROUP_KEYS)  # type: ignore[return-value]
 
+    def indices(key: str) -> list[int]:
+        return [index[g] for g in summary[key]]
 
-GROUP_KEYS = ("groups_compared", "groups_compared_tpr", "groups_compared_fpr")
+    return indices("groups_compared"), indices("groups_compared_tpr"), indices("groups_compared_fpr")

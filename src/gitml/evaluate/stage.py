@@ -8,7 +8,7 @@ reports/plots/, models/threshold.json (for the server), and the test scores.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -20,7 +20,14 @@ from gitml.config import dataset_schema, section
 from gitml.data.features import PreprocessSpec, matrices
 from gitml.data.split import load_split
 from gitml.errors import GitmlError
-from gitml.evaluate.bootstrap import BootstrapConfig, intervals, summary_groups, weighted_gaps, weighted_headline
+from gitml.evaluate.bootstrap import (
+    BootstrapConfig,
+    Matrix,
+    intervals,
+    summary_groups,
+    weighted_gaps,
+    weighted_headline,
+)
 from gitml.evaluate.metrics import fairness_summary, group_codes, group_metrics, headline
 from gitml.evaluate.plots import write_plots
 from gitml.evaluate.threshold import RULES, choose_threshold
@@ -74,7 +81,10 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
 
     per_attribute: dict[str, dict[str, dict[str, Any]]] = {}
     summaries: dict[str, Any] = {}
-    gap_intervals: dict[str, Any] = {}
+    # Every metric and gap of one resample is computed from the same drawn rows.
+    resampled: dict[str, Callable[[Matrix], Mapping[str, Matrix]]] = {
+        "test": partial(weighted_headline, scores, y_test, threshold, bins)
+    }
     chosen = scores >= np.float32(threshold)
     for column in schema.protected_columns:
         groups = schema.protected_groups(column.name, test[column.name].to_numpy())
@@ -84,19 +94,24 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         )
         names, codes = group_codes(groups)
         compared = summary_groups(names, summaries[column.name])
-        gap_intervals[column.name] = intervals(
-            partial(weighted_gaps, y_test, chosen, codes, *compared), len(y_test), boot
-        )
+        resampled[column.name] = partial(weighted_gaps, y_test, chosen, codes, *compared)
+    bounds = intervals(
+        lambda counts: {f"{part}/{k}": v for part, compute in resampled.items() for k, v in compute(counts).items()},
+        len(y_test),
+        boot,
+    )
+    by_part: dict[str, dict[str, Any]] = {}
+    for key, value in bounds.items():
+        part, name = key.split("/", 1)
+        by_part.setdefault(part, {})[name] = value
     write_json(
         paths.intervals,
         {
             "confidence": boot.confidence,
             "resamples": boot.resamples,
             "seed": boot.seed,
-            "test": intervals(
-                lambda counts: weighted_headline(scores, y_test, threshold, bins, counts), len(y_test), boot
-            ),
-            "fairness": gap_intervals,
+            "test": by_part.pop("test"),
+            "fairness": by_part,
         },
     )
     metrics = {

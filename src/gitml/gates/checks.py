@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-KINDS = ("deepchecks", "fairness", "champion")
-
 
 @dataclass(frozen=True)
 class Check:
