@@ -29,6 +29,16 @@ def git_output(root: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def parse_json(text: str | None) -> Any:
+    """The JSON in `text`; None when there is no text or it is not JSON (a file absent or half-written)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
+
+
 @dataclass(frozen=True)
 class Baseline:
     """A committed state to compare with; `commit` None when there is none."""
@@ -55,13 +65,7 @@ class Baseline:
         return git_output(self.root, "show", f"{self.commit}:{path}")
 
     def read_json(self, path: str) -> Any:
-        text = self.read_text(path)
-        if text is None:
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return None
+        return parse_json(self.read_text(path))
 
     def as_dict(self) -> dict[str, Any]:
         return {

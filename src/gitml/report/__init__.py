@@ -9,7 +9,6 @@ commit, and the lineage of the model.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gitml.baseline import git_output, head_commit
+from gitml.baseline import git_output, head_commit, parse_json
 from gitml.paths import Paths
 
 # A file's text by its path relative to the repository root; None when it is absent.
@@ -38,15 +37,6 @@ def working_tree(root: Path) -> ReadText:
 
 def relative(paths: Paths, path: Path) -> str:
     return path.relative_to(paths.root).as_posix()
-
-
-def _json(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return None
 
 
 def _mapping(value: Any) -> dict[str, Any] | None:
@@ -105,9 +95,9 @@ class Outputs:
     @classmethod
     def read(cls, read: ReadText, paths: Paths, curves: tuple[str, ...]) -> Outputs:
         def load(path: Path) -> dict[str, Any] | None:
-            return _mapping(_json(read(relative(paths, path))))
+            return _mapping(parse_json(read(relative(paths, path))))
 
-        plots = {name: _json(read(relative(paths, paths.plots / f"{name}.json"))) for name in PLOTS}
+        plots = {name: parse_json(read(relative(paths, paths.plots / f"{name}.json"))) for name in PLOTS}
         live_dir = paths.dvclive / "plots" / "metrics"
         series = {name: _tsv(read(relative(paths, live_dir / f"{name}.tsv"))) for name in curves}
         params_text = read(relative(paths, paths.params))
