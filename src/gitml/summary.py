@@ -10,10 +10,18 @@ from gitml.errors import GitmlError
 from gitml.paths import Paths
 
 
-def _load(path: Path, stage: str) -> dict[str, Any]:
+def load_output(path: Path, stage: str, how: str = "Run `dvc repro` (or `make run`)") -> Any:
+    """A JSON file a stage wrote; a clear error when it is missing or unreadable, saying what to run."""
     if not path.is_file():
-        raise GitmlError(f"{path}: not found; the {stage} stage has not run. Run `dvc repro` (or `make run`).")
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        raise GitmlError(f"{path}: not found; the {stage} stage has not run. {how}.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise GitmlError(f"{path}: not valid JSON ({exc}); {how[0].lower()}{how[1:]} to write it again.") from exc
+
+
+def _load(path: Path, stage: str) -> dict[str, Any]:
+    data: dict[str, Any] = load_output(path, stage)
     return data
 
 

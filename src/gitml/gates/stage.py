@@ -8,30 +8,19 @@ verdict; `gitml gate --check` is what fails a run (make run, CI) on a failed ver
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
-from gitml.errors import GitmlError
 from gitml.gates.champion import ChampionConfig, champion_checks, find_champion
 from gitml.gates.checks import Check, number, verdict
 from gitml.gates.fairness import fairness_checks, gated_limits
 from gitml.io import write_json
 from gitml.paths import Paths
+from gitml.summary import load_output
 
 DEEPCHECKS_PASSING = {"PASS": (True, False), "WARN": (True, True), "FAIL": (False, False), "ERROR": (False, False)}
-
-
-def _read(path: Path, stage: str) -> Any:
-    if not path.is_file():
-        raise GitmlError(f"{path}: not found; the {stage} stage has not run. Run `dvc repro` first (or `make run`).")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise GitmlError(f"{path}: not valid JSON ({exc}); run `dvc repro --force {stage}` to write it again.") from exc
 
 
 def deepchecks_checks(results: Mapping[str, Any]) -> list[Check]:
@@ -54,9 +43,9 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     gates = ConfigReader(source, "gates", section(cfg, "gates", paths.params), {"deepchecks", "fairness", "champion"})
     schema = dataset_schema(cfg, paths.params)
     limits = gated_limits(gates.get("fairness", {}) or {}, source, [c.name for c in schema.protected_columns])
-    metrics = _read(paths.metrics, "evaluate")
-    intervals = _read(paths.intervals, "evaluate")
-    results = _read(paths.deepchecks_results, "deepchecks")
+    metrics = load_output(paths.metrics, "evaluate")
+    intervals = load_output(paths.intervals, "evaluate")
+    results = load_output(paths.deepchecks_results, "deepchecks")
     config = ChampionConfig.from_config(gates.get("champion", {}), source, metrics["test"])
     baseline = find_champion(paths.root, config)
 
@@ -88,7 +77,7 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def check(paths: Paths) -> tuple[bool, str]:
     """The recorded verdict: (passed, the lines to print). Failing checks, then warnings, as a table."""
-    report = _read(paths.gate, "gate")
+    report = load_output(paths.gate, "gate", "Run `gitml gate` (or `make run`)")
     passed = report["verdict"] == "pass"
     lines = [f"gate: {'PASS' if passed else 'FAIL'}: {report['reason']}"]
     failing = [c for c in report["checks"] if not c["passed"]]
