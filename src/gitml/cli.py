@@ -139,6 +139,14 @@ def cmd_summary(paths: Paths, args: argparse.Namespace) -> str:
     return pipeline_summary(paths)
 
 
+def cmd_serve(paths: Paths, args: argparse.Namespace) -> str:
+    """Serve models/model.onnx over HTTP until SIGTERM or Ctrl-C."""
+    from gitml.serve.app import serve
+
+    serve(paths, args.host, args.port, args.log_dir)
+    return "serve: stopped; the prediction log is flushed"
+
+
 def cmd_draft_schema(paths: Paths, args: argparse.Namespace) -> str:
     """Draft conf/data/<name>.yaml from a data file."""
     from gitml.data.draft import draft_schema
@@ -170,6 +178,12 @@ def _gate_arguments(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _serve_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--host", help="address to listen on (default: serve.host, 127.0.0.1)")
+    command.add_argument("--port", type=int, help="TCP port (default: serve.port, 8000)")
+    command.add_argument("--log-dir", type=Path, help="prediction log directory (default: serve.prediction_log.dir)")
+
+
 def _draft_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("file", type=Path, help="a CSV file (gzip-compressed or not)")
     command.add_argument("--label", required=True, help="the column to predict")
@@ -196,6 +210,11 @@ COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None
     "deepchecks": (cmd_deepchecks, "Deepchecks suites on the splits and the model's predictions", None),
     "gate": (cmd_gate, "decide the gate (Deepchecks, fairness, champion) into reports/gate.json", _gate_arguments),
     "report": (cmd_report, "write reports/report.md for the pull request, its figures and the model card", None),
+    "serve": (
+        cmd_serve,
+        "serve the model over HTTP (FastAPI + ONNX Runtime; needs only the serve extra)",
+        _serve_arguments,
+    ),
     "summary": (cmd_summary, "print what the last pipeline run produced", None),
     "draft-schema": (cmd_draft_schema, "draft a dataset config from your data file, to review", _draft_arguments),
 }

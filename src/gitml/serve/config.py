@@ -1,0 +1,76 @@
+"""The `serve` section of params.yaml (conf/serve/), checked, with command-line overrides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gitml.checked_config import ConfigReader
+from gitml.errors import GitmlError
+
+_KEYS = {"host", "port", "max_batch", "max_body_bytes", "prediction_log", "live_window"}
+_LOG_KEYS = {"dir", "flush_seconds", "rotate_bytes", "rotate_seconds", "max_pending"}
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Where and how the prediction log is written."""
+
+    directory: Path
+    flush_seconds: float = 0.2
+    rotate_bytes: int = 64 * 2**20
+    rotate_seconds: float = 3600.0
+    max_pending: int = 100_000
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str
+    port: int
+    max_batch: int
+    max_body_bytes: int
+    log: LogConfig
+    live_window: int
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], source: str, root: Path) -> ServeConfig:
+        reader = ConfigReader(source, "serve", cfg, _KEYS)
+        log = ConfigReader(source, "serve.prediction_log", reader.get("prediction_log", {}), _LOG_KEYS)
+        port = reader.integer("port", 8000)
+        if port > 65535:
+            reader.fail(f"port must be at most 65535, got {port}")
+        directory = Path(str(log.get("dir", "logs/predictions")))
+        return cls(
+            host=str(reader.get("host", "127.0.0.1")),
+            port=port,
+            max_batch=reader.integer("max_batch", 1000, minimum=1),
+            max_body_bytes=reader.integer("max_body_bytes", 4 * 2**20, minimum=1024),
+            log=LogConfig(
+                directory=directory if directory.is_absolute() else root / directory,
+                flush_seconds=_positive(log, "flush_seconds", 0.2),
+                rotate_bytes=log.integer("rotate_bytes", 64 * 2**20, minimum=1),
+                rotate_seconds=_positive(log, "rotate_seconds", 3600.0),
+                max_pending=log.integer("max_pending", 100_000, minimum=1),
+            ),
+            live_window=reader.integer("live_window", 100_000, minimum=0),
+        )
+
+    def with_overrides(
+        self, host: str | None = None, port: int | None = None, log_dir: Path | None = None
+    ) -> ServeConfig:
+        """The command line's --host, --port and --log-dir over params.yaml's values."""
+        if port is not None and not 0 <= port <= 65535:
+            raise GitmlError(f"--port {port}: a TCP port is between 0 and 65535.")
+        log = self.log if log_dir is None else replace(self.log, directory=log_dir)
+        return replace(
+            self, host=self.host if host is None else host, port=self.port if port is None else port, log=log
+        )
+
+
+def _positive(reader: ConfigReader, key: str, default: float) -> float:
+    value = reader.number(key, default)
+    if value is None or value <= 0:
+        reader.fail(f"{key} must be a number of seconds above 0, got {value!r}")
+    return value
