@@ -1,0 +1,64 @@
+"""The BentoML baseline of benchmarks/serve.py: the same ONNX model and preprocessing, served by BentoML.
+
+A BentoML 1.4 service with BentoML's defaults (one worker, a sync API run in its thread pool),
+loading what `gitml serve` loads: models/model.onnx through `gitml.model.runtime.session` (one
+ONNX Runtime thread), models/preprocess.json applied with `PreprocessSpec.transform`, and the
+threshold of models/threshold.json. It answers in gitml's batch shape.
+
+It does less per request than gitml: no per-field validation (BentoML checks only that `records`
+is a list of objects), no anonymisation (the benchmark sends rows of the processed test split,
+already generalised), no prediction log and no model metrics of its own. So the ratio
+gitml / BentoML is, if anything, in BentoML's favour.
+
+    bentoml serve bento_service:GitmlBaseline --working-dir benchmarks --port 3000
+    curl -d '{"records": [{...}]}' -H 'Content-Type: application/json' localhost:3000/predict
+
+The repository root is the parent of this file's folder, or GITML_BENCH_ROOT.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+
+from gitml.config import dataset_schema, load_params
+from gitml.data.features import PreprocessSpec
+from gitml.model import runtime
+
+ROOT = Path(os.environ.get("GITML_BENCH_ROOT") or Path(__file__).resolve().parent.parent)
+
+
+@bentoml.service
+class GitmlBaseline:
+    """Scores records of the dataset with models/model.onnx, as `gitml serve` does."""
+
+    def __init__(self) -> None:
+        models = ROOT / "models"
+        self.spec = PreprocessSpec.load(models / "preprocess.json")
+        self.session = runtime.session(models / "model.onnx")
+        self.cutoff = np.float32(json.loads((models / "threshold.json").read_text(encoding="utf-8"))["threshold"])
+        self.names = self.spec.input_columns
+        schema = dataset_schema(load_params(ROOT / "params.yaml"), ROOT / "params.yaml")
+        positive = schema.positive_class
+        negative = next(c for c in schema.label.categories or () if c != positive)
+        self.classes = {False: negative, True: positive}
+
+    @bentoml.api  # type: ignore[untyped-decorator]  # BentoML types it with a bare Callable
+    def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        columns = {name: [record.get(name) for record in records] for name in self.names}
+        scores = runtime.run(self.session, self.spec.transform(columns))
+        decisions = scores >= self.cutoff
+        return {
+            "request_id": uuid.uuid4().hex,
+            "model_version": "bentoml-baseline",
+            "predictions": [
+                {"score": score, "decision": decision, "class": self.classes[decision]}
+                for score, decision in zip(scores.tolist(), decisions.tolist(), strict=True)
+            ],
+        }
