@@ -2,6 +2,7 @@
 #   make run    install the pinned environment and reproduce the pipeline on the bundled data
 #   make test   install the dev environment and run the test suite
 #   make lint   ruff, ruff format, mypy, workflow and YAML checks (the pre-commit hooks)
+#   make serve  serve the model make run produced (FastAPI + ONNX Runtime, http://127.0.0.1:8000)
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -12,7 +13,7 @@ LOCK := requirements/lock.txt
 PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c $(LOCK)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint params lock clean
+.PHONY: help run test lint params lock clean serve bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -25,9 +26,17 @@ $(VENV)/.stamp-pipeline: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline]'
 	@touch $@
 
+$(VENV)/.stamp-serve: $(LOCK) pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[serve]'
+	@touch $@
+
 $(VENV)/.stamp-dev: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline,serve,dev]'
-	@touch $@ $(VENV)/.stamp-pipeline
+	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve
+
+$(VENV)/.stamp-bench: $(LOCK) pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[pipeline,serve,bench]'
+	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve
 
 # The gate and the report compare with git (GTO's production model, main), which DVC does not
 # track, so they run after `dvc repro` every time. `gitml gate --check` comes last: a failed
@@ -35,6 +44,12 @@ $(VENV)/.stamp-dev: $(LOCK) pyproject.toml | $(BIN)/python
 run: $(VENV)/.stamp-pipeline  ## reproduce the pipeline, gate it, write the report; exit 1 on a failed gate
 	@source $(BIN)/activate && gitml params && dvc repro && gitml gate && gitml report && gitml summary \
 		&& gitml gate --check
+
+serve: $(VENV)/.stamp-serve  ## serve models/ (after make run) on http://127.0.0.1:8000; Ctrl-C stops it
+	@$(BIN)/gitml serve
+
+bench: $(VENV)/.stamp-bench  ## load-test gitml serve against its baselines (needs wrk: apt-get install wrk)
+	@$(BIN)/python benchmarks/serve.py
 
 params: $(VENV)/.stamp-pipeline  ## compose conf/ into params.yaml (what `dvc exp run` does)
 	@$(BIN)/gitml params

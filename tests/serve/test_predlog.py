@@ -47,8 +47,9 @@ def healthy(log: PredictionLog) -> bool:
     return log.healthy
 
 
-def line(i: int, text: str = "") -> str:
-    return json.dumps({"i": i, "text": text}, separators=(",", ":"), ensure_ascii=False)
+def line(i: int, text: str = "") -> bytes:
+    """One log line as the server queues it: compact JSON in UTF-8."""
+    return json.dumps({"i": i, "text": text}, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 @pytest.fixture
@@ -399,7 +400,7 @@ def test_a_line_the_server_writes_reads_back_as_its_rows(
 ) -> None:
     log = open_log()
     entry = prediction_line(RID[2], 5)
-    log.append(PREDICTIONS, json.dumps(entry, separators=(",", ":")))
+    log.append(PREDICTIONS, json.dumps(entry, separators=(",", ":")).encode("utf-8"))
     log.close()
     rows = list(predictions(tmp_path / "log"))
     assert [r["index"] for r in rows] == list(range(5))

@@ -71,27 +71,28 @@ class RecordEncoder:
 
     def __call__(self, columns: Columns, n: int) -> npt.NDArray[np.float32]:
         """The matrix of `n` records given as {column: values}."""
-        out = np.zeros((n, self.width), dtype=np.float32)
         if n <= SMALL_BATCH:
-            self._rows(columns, out)
-        else:
-            self._columns(columns, out)
+            return np.array([self._row(columns, i) for i in range(n)], dtype=np.float32).reshape(n, self.width)
+        out = np.zeros((n, self.width), dtype=np.float32)
+        self._columns(columns, out)
         return out
 
-    def _rows(self, columns: Columns, out: npt.NDArray[np.float32]) -> None:
-        for i, row in enumerate(out):
-            for num in self.numeric:
-                value = columns[num.name][i]
-                if value is None:
-                    if num.missing_indicator:
-                        row[num.position + 1] = 1.0
-                    continue
-                number = float(value)
-                if num.log1p:
-                    number = float(np.log1p(max(number, 0.0)))
-                row[num.position] = (number - num.center) / num.scale
-            for cat in self.categorical:
-                row[cat.lookup.get(columns[cat.name][i], cat.other)] = 1.0
+    def _row(self, columns: Columns, i: int) -> list[float]:
+        """Record `i` as Python floats (float64 arithmetic, as in `transform`; float32 at the end)."""
+        row = [0.0] * self.width
+        for num in self.numeric:
+            value = columns[num.name][i]
+            if value is None:
+                if num.missing_indicator:
+                    row[num.position + 1] = 1.0
+                continue
+            number = float(value)
+            if num.log1p:
+                number = float(np.log1p(max(number, 0.0)))
+            row[num.position] = (number - num.center) / num.scale
+        for cat in self.categorical:
+            row[cat.lookup.get(columns[cat.name][i], cat.other)] = 1.0
+        return row
 
     def _columns(self, columns: Columns, out: npt.NDArray[np.float32]) -> None:
         n = out.shape[0]

@@ -32,19 +32,20 @@ class ScoreHistogram:
         self.edges = tuple(edges)
         self._edges = np.asarray(self.edges)
         self.counts = np.zeros(len(self.edges) + 1, dtype=np.int64)  # the last bucket is +Inf
+        self.small = [0] * (len(self.edges) + 1)  # single records, counted in Python
         self.total = 0.0
 
-    def add(self, scores: npt.NDArray[np.float32]) -> None:
-        if scores.size == 1:
-            value = float(scores[0])
-            self.counts[bisect.bisect_left(self.edges, value)] += 1
-            self.total += value
+    def add(self, scores: npt.NDArray[np.float32], values: list[float]) -> None:
+        """Count `scores`; `values` are the same as Python floats (one record: no NumPy call)."""
+        if len(values) == 1:
+            self.small[bisect.bisect_left(self.edges, values[0])] += 1
+            self.total += values[0]
             return
         self.counts += np.bincount(np.searchsorted(self._edges, scores, side="left"), minlength=self.counts.size)
         self.total += float(scores.sum(dtype=np.float64))
 
     def family(self, name: str, documentation: str) -> HistogramMetricFamily:
-        cumulative = np.cumsum(self.counts)
+        cumulative = np.cumsum(self.counts + np.array(self.small, dtype=np.int64))
         buckets = [(f"{edge:g}", float(c)) for edge, c in zip(self.edges, cumulative, strict=False)]
         buckets.append(("+Inf", float(cumulative[-1])))
         return HistogramMetricFamily(name, documentation, buckets=buckets, sum_value=self.total)
@@ -121,14 +122,16 @@ class ServerMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def answered(self, scores: npt.NDArray[np.float32], decisions: npt.NDArray[np.bool_]) -> None:
-        self.batch_size.observe(scores.size)
-        self.scores.add(scores)
-        positives = int(decisions.sum())
+    def answered(self, scores: npt.NDArray[np.float32], values: list[float], decisions: list[bool]) -> None:
+        """One answered /predict: its batch size, its scores and its decisions."""
+        n = len(values)
+        self.batch_size.observe(n)
+        self.scores.add(scores, values)
+        positives = sum(decisions)
         if positives:
             self._decision_children[True].inc(positives)
-        if positives < scores.size:
-            self._decision_children[False].inc(scores.size - positives)
+        if positives < n:
+            self._decision_children[False].inc(n - positives)
 
 
 class _Callbacks(Collector):

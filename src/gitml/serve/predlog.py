@@ -73,7 +73,7 @@ class _RotatingFile:
         self.size = 0
         self.tag = f"{_safe(socket.gethostname())}-{os.getpid()}"
 
-    def write(self, text: str, now: float) -> None:
+    def write(self, data: bytes, now: float) -> None:
         if self.file is not None and os.fstat(self.file.fileno()).st_nlink == 0:
             self.abandon()  # the file was deleted under us (its directory removed): start another
         if self.file is not None and (self.size >= self.config.rotate_bytes or self.expired(now)):
@@ -83,7 +83,6 @@ class _RotatingFile:
             path = self.directory / f"{self.stream}-{stamp}-{self.tag}.jsonl"
             self.file = path.open("ab")
             self.opened, self.size = now, 0
-        data = text.encode("utf-8")
         self.file.write(data)
         self.file.flush()
         self.size += len(data)
@@ -115,8 +114,8 @@ class PredictionLog:
 
     def __init__(self, config: LogConfig) -> None:
         self.config = config
-        self._queue: deque[tuple[str, str]] = deque()
-        self._unwritten: dict[str, list[str]] = {stream: [] for stream in STREAMS}
+        self._queue: deque[tuple[str, bytes]] = deque()
+        self._unwritten: dict[str, list[bytes]] = {stream: [] for stream in STREAMS}
         self._files = {stream: _RotatingFile(config.directory, stream, config) for stream in STREAMS}
         self._wake = threading.Event()
         self._stop = False
@@ -144,8 +143,8 @@ class PredictionLog:
         self.prepare()
         self._thread.start()
 
-    def append(self, stream: str, line: str) -> None:
-        """Queue one line of JSON (without its newline)."""
+    def append(self, stream: str, line: bytes) -> None:
+        """Queue one line of JSON, UTF-8, without its newline."""
         self._queue.append((stream, line))
 
     @property
@@ -194,7 +193,7 @@ class PredictionLog:
                     file.close()  # an idle stream's file is closed on time, so it can be shipped
                 continue
             try:
-                file.write("\n".join(lines) + "\n", now)
+                file.write(b"\n".join(lines) + b"\n", now)
             except OSError as exc:  # a full or vanished disk: keep the lines and try again next round
                 self.write_errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
