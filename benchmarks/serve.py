@@ -64,6 +64,7 @@ import uvicorn
 # module's globals, and a `request` it cannot resolve becomes a required query parameter (422).
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
+from machine import busy_cpu_seconds  # benchmarks/machine.py, beside this script
 from starlette.routing import Route
 
 from gitml.config import dataset_schema, load_params
@@ -641,16 +642,6 @@ def machine_line(info: dict[str, Any]) -> str:
         f"uvicorn {info['uvicorn']} (uvloop {yes[info['uvloop']]}, httptools {yes[info['httptools']]}), "
         f"onnxruntime {info['onnxruntime']}, bentoml {info['bentoml'] or 'not installed'}; wrk {info['wrk']}"
     )
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds the whole machine has spent busy since boot (Linux), steal time included."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def own_cpu_seconds() -> float:

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from machine import busy_cpu_seconds  # benchmarks/machine.py, beside this script
 from torchmetrics.classification import BinaryAUROC
 
 from gitml.config import load_params
@@ -258,16 +259,6 @@ def lightning_fit(setup: Setup, epochs: int, project: bool) -> Run:
 def timed(runs: list[Run]) -> list[float]:
     """Every epoch of every run but each run's first (warm-up)."""
     return [s for run in runs for s in run.seconds[1:]]
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds the whole machine has spent busy since boot (Linux), steal time included."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def round_ratios(runs: list[Run], plain: list[Run]) -> list[float]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 import csv
+import importlib.util
 import random
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -98,6 +101,20 @@ def toy_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def toy_paths(toy_root: Path) -> Paths:
     return Paths(toy_root)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py as a module (benchmarks/ is scripts, not a package: it goes on sys.path)."""
+    folder = REPO / "benchmarks"
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", folder / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

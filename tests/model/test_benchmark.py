@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from gitml.paths import Paths
+from tests.conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
-def bench(repo: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("train_epoch", repo / "benchmarks" / "train_epoch.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def bench() -> ModuleType:
+    return load_benchmark("train_epoch")
 
 
 def test_training_benchmark_compares_like_with_like(bench: ModuleType, adult_sample: Paths, tmp_path: Path) -> None:
