@@ -134,6 +134,7 @@ FIELD_ERRORS: list[tuple[str, Any, str]] = [
     ("age", True, "valid number"),
     ("age", 39.5, "fractional part"),
     ("age", 150, "less than or equal to 90"),
+    ("age", 10**40, "less than or equal to 90"),  # past 64 bits: rejected, and not echoed back
     ("age", 3, "greater than or equal to 17"),
     ("age", None, "valid number"),
     ("workclass", "Astronaut", "'Federal-gov'"),
@@ -197,6 +198,11 @@ def test_feedback_gives_live_accuracy(server: Server, served: Paths, records: li
     )
     assert out_of_range.status_code == 404
     assert "index 60" in out_of_range.json()["detail"][0]["msg"]
+    huge_index = httpx.post(
+        f"{server.url}/feedback", json={"request_id": batch["request_id"], "index": 10**30, "label": ">50K"}
+    )
+    assert huge_index.status_code == 422
+    assert huge_index.json()["detail"][0]["loc"] == ["body", "index"]
     bad_label = httpx.post(f"{server.url}/feedback", json={"request_id": batch["request_id"], "label": "rich"})
     assert bad_label.status_code == 422
     assert bad_label.json()["detail"][0]["loc"] == ["body", "label"]

@@ -16,6 +16,7 @@ so the model and the prediction log see records as the training data has them.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -216,12 +217,14 @@ def _rejection(exc: ValidationError, validator: Validator, what: str, start: byt
 
 
 def _echoable(value: Any) -> bool:
-    """Short plain JSON values are echoed in an error; objects, long strings and NaN are not."""
+    """Short plain JSON values are echoed in an error; objects, long strings, NaN and huge numbers are not."""
+    if isinstance(value, bool) or value is None:
+        return True
     if isinstance(value, float):
-        return value == value and abs(value) != float("inf")
-    if isinstance(value, str):
-        return len(value) <= 200
-    return isinstance(value, bool | int) or value is None
+        return math.isfinite(value)
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**63  # what every JSON library writes back without complaint
+    return isinstance(value, str) and len(value) <= 200
 
 
 class Anonymizer:
