@@ -30,9 +30,10 @@ $(VENV)/.stamp-serve: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[serve]'
 	@touch $@
 
+# The dev environment is every extra: mypy checks benchmarks/bento_service.py against BentoML too.
 $(VENV)/.stamp-dev: $(LOCK) pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e '.[pipeline,serve,dev]'
-	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve
+	$(PIP_INSTALL) -e '.[pipeline,serve,dev,bench]'
+	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve $(VENV)/.stamp-bench
 
 $(VENV)/.stamp-bench: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline,serve,bench]'
