@@ -13,6 +13,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -196,11 +197,17 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(paths: Paths, config: ServeConfig | None = None, env: Mapping[str, str] | None = None) -> FastAPI:
-    """The server of the model in `paths.models`, configured by params.yaml's `serve` (or `config`)."""
+def create_app(
+    paths: Paths,
+    env: Mapping[str, str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    log_dir: Path | None = None,
+) -> FastAPI:
+    """The server of the model in `paths.models`, configured by params.yaml's `serve` and the overrides."""
     params = load_params(paths.params)
-    if config is None:
-        config = ServeConfig.from_config(section(params, "serve", paths.params), paths.params.name, paths.root)
+    config = ServeConfig.from_config(section(params, "serve", paths.params), paths.params.name, paths.root)
+    config = config.with_overrides(host, port, log_dir)
     model = ServedModel(paths, params, os.environ if env is None else env)
     lineage = model.lineage
     schema = model.schema
@@ -413,19 +420,23 @@ def create_app(paths: Paths, config: ServeConfig | None = None, env: Mapping[str
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-    app.state.model, app.state.log, app.state.metrics, app.state.live = model, log, metrics, live
+    app.state.config, app.state.model, app.state.log, app.state.metrics, app.state.live = (
+        config,
+        model,
+        log,
+        metrics,
+        live,
+    )
     return app
 
 
-def serve(paths: Paths, host: str | None, port: int | None, log_dir: Any) -> None:
+def serve(paths: Paths, host: str | None, port: int | None, log_dir: Path | None) -> None:
     """Run the app under uvicorn (uvloop and httptools when installed) until SIGTERM or Ctrl-C."""
     import uvicorn
 
-    params = load_params(paths.params)
-    config = ServeConfig.from_config(section(params, "serve", paths.params), paths.params.name, paths.root)
-    config = config.with_overrides(host, port, log_dir)
-    app = create_app(paths, config)
+    app = create_app(paths, host=host, port=port, log_dir=log_dir)
     model: ServedModel = app.state.model
+    config: ServeConfig = app.state.config
     print(
         f"gitml serve: model {model.lineage.model_version} (commit {model.lineage.git_sha[:12]}, threshold "
         f"{model.threshold:g}) on http://{config.host}:{config.port}; prediction log in {config.log.directory}",
