@@ -19,7 +19,6 @@ are features, categories, protected attributes and the label comes from the data
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 import uuid
@@ -37,6 +36,7 @@ from gitml.data.features import PreprocessSpec, labels, matrices
 from gitml.data.schema import DatasetSchema
 from gitml.data.split import load_split
 from gitml.errors import GitmlError
+from gitml.evaluate.threshold import read_threshold
 from gitml.io import write_json
 from gitml.model.runtime import onnx_scores
 from gitml.paths import Paths
@@ -274,17 +274,6 @@ def outcomes(name: str, suite: Any, result: Any) -> list[dict[str, str]]:
                 }
             )
     return out
-
-
-def read_threshold(paths: Paths) -> float:
-    """The decision threshold the evaluate stage chose on validation."""
-    try:
-        value = json.loads(paths.threshold.read_text(encoding="utf-8"))["threshold"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise GitmlError(f"{paths.threshold}: no threshold in it ({exc}); re-run the evaluate stage.") from exc
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise GitmlError(f"{paths.threshold}: threshold {value!r} is not a probability; re-run the evaluate stage.")
-    return float(value)
 
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

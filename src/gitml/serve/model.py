@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import subprocess
 from collections.abc import Mapping
@@ -19,6 +18,7 @@ from gitml.config import dataset_schema
 from gitml.data.features import NumericFeature, PreprocessSpec
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
+from gitml.evaluate.threshold import read_threshold
 from gitml.model import runtime
 from gitml.paths import Paths
 from gitml.serve.encode import Columns, RecordEncoder
@@ -98,7 +98,8 @@ class ServedModel:
                 f"the dataset schema '{self.schema.name}' in {paths.params} does not list. The model and params.yaml "
                 "come from different commits: re-run the pipeline (`make run`) or check out matching files."
             )
-        self.threshold, self.classes = _threshold(paths.threshold, self.schema)
+        self.threshold = read_threshold(paths)
+        self.classes = _classes(self.schema)
         self._cutoff = np.float32(self.threshold)  # the evaluate stage compares float32 scores with it
         try:
             self.session = runtime.session(paths.onnx)
@@ -130,13 +131,8 @@ class ServedModel:
         return record
 
 
-def _threshold(path: Path, schema: DatasetSchema) -> tuple[float, tuple[str, str]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        threshold = float(data["threshold"])
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise GitmlError(f"{path}: no readable `threshold` ({exc}); re-run the evaluate stage.") from exc
+def _classes(schema: DatasetSchema) -> tuple[str, str]:
+    """(negative class, positive class): what a decision of False and of True mean."""
     positive = schema.positive_class
-    categories = schema.label.categories or ()
-    negative = next((c for c in categories if c != positive), f"not {positive}")
-    return threshold, (negative, positive)
+    negative = next((c for c in schema.label.categories or () if c != positive), f"not {positive}")
+    return negative, positive
