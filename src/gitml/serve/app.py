@@ -277,11 +277,7 @@ def create_app(
     def rejected(endpoint: str, error: RequestError) -> Response:
         for reason in set(error.reasons):
             metrics.validation_failures.labels(endpoint, reason).inc()
-        try:
-            return _json({"detail": error.detail}, error.status)
-        except TypeError:  # an echoed input orjson cannot write: the rejection stands without it
-            detail = [{k: v for k, v in item.items() if k != "input"} for item in error.detail]
-            return _json({"detail": detail}, error.status)
+        return _json({"detail": error.detail}, error.status)
 
     def unavailable() -> Response:
         return _json({"detail": "; ".join(_not_ready())}, 503)
