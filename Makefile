@@ -7,37 +7,54 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PYTHON ?= python3
-VENV := .venv
+# The virtualenv: .venv in the checkout, or $GITML_VENV, where a self-hosted runner keeps one
+# between jobs (PyTorch's CUDA build alone is gigabytes). gitml is installed editable, pointing at
+# one checkout: a venv last installed from another checkout loses its stamps and is re-pointed.
+VENV := $(or $(GITML_VENV),.venv)
+ifneq ($(wildcard $(VENV)/.checkout),)
+ifneq ($(shell cat '$(VENV)/.checkout'),$(CURDIR))
+$(shell rm -f '$(VENV)'/.stamp-*)
+endif
+endif
 BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
-PIP_INSTALL := $(BIN)/pip install --quiet --disable-pip-version-check -c $(LOCK)
+# Every install first checks .venv's Python against requires-python and brings its pip to the
+# version in the lock: a new venv's pip is whatever its Python bundles (Debian 12's python3.11:
+# pip 23.0.1), and every machine should resolve the same lock with the same installer.
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+PIP_INSTALL := requirements/check-python.sh --venv $(BIN)/python && $(PIP) install --quiet -c $(LOCK) pip \
+	&& $(PIP) install --quiet -c $(LOCK)
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint params lock clean serve bench
+.PHONY: help install run test lint params lock clean serve bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
+# The interpreter is checked first: a Python outside requires-python stops here, with the versions that work.
 $(BIN)/python:
+	@requirements/check-python.sh '$(PYTHON)'
 	$(PYTHON) -m venv $(VENV)
 
 # One stamp per set of extras: re-installs only when the lock or pyproject.toml changes.
 $(VENV)/.stamp-pipeline: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline]'
-	@touch $@
+	@touch $@ && echo '$(CURDIR)' > '$(VENV)/.checkout'
 
 $(VENV)/.stamp-serve: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[serve]'
-	@touch $@
+	@touch $@ && echo '$(CURDIR)' > '$(VENV)/.checkout'
 
 # The dev environment is every extra: mypy checks benchmarks/bento_service.py against BentoML too.
 $(VENV)/.stamp-dev: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline,serve,dev,bench]'
-	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve $(VENV)/.stamp-bench
+	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve $(VENV)/.stamp-bench && echo '$(CURDIR)' > '$(VENV)/.checkout'
 
 $(VENV)/.stamp-bench: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline,serve,bench]'
-	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve
+	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve && echo '$(CURDIR)' > '$(VENV)/.checkout'
+
+install: $(VENV)/.stamp-pipeline  ## install the pipeline's environment from the lock (the pipeline workflow's first step)
 
 # The gate and the report compare with git (GTO's production model, main), which DVC does not
 # track, so they run after `dvc repro` every time. `gitml gate --check` comes last: a failed

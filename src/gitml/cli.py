@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def cmd_train(paths: Paths, args: argparse.Namespace) -> str:
         return "train: done on this process"
     best = ", ".join(f"{k} {v:.4f}" for k, v in report["best"].items())
     return (
-        f"train: {report['epochs']} epochs in {report['seconds']:.0f} s on {report['device']}, "
+        f"train: {report['epochs']} epochs on {report['device']}, "
         f"best epoch {report['best_epoch']} ({best}) -> {paths.checkpoint.relative_to(paths.root)}"
     )
 
@@ -231,11 +232,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The pipeline's stages (dvc.yaml): their time goes to the run log, never into their outputs.
+STAGES = ("ingest", "split", "train", "export", "evaluate", "deepchecks")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS[args.command][0]
+    paths = Paths(args.root)
+    started = time.perf_counter()
+    status = "failed"
     try:
-        print(handler(Paths(args.root), args))
+        print(handler(paths, args))
+        status = "ok"
     except GateFailedError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -243,7 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gitml {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        status = "interrupted"
         return 130
+    finally:
+        if args.command in STAGES:
+            from gitml.runlog import record
+
+            record(paths, args.command, time.perf_counter() - started, status)
     return 0
 
 

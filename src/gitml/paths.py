@@ -133,5 +133,10 @@ class Paths:
         return self.root / "reports" / "figures"
 
     @property
+    def run_log(self) -> Path:
+        """How long each stage run took (`gitml.runlog`); ignored by git, never a DVC output."""
+        return self.root / "logs" / "stages.jsonl"
+
+    @property
     def model_card(self) -> Path:
         return self.root / "reports" / "model_card.md"

@@ -83,5 +83,17 @@ def pipeline_summary(paths: Paths) -> str:
             + " | ".join(f"{p} {split[p]['label_rate']:.1%}" for p in parts),
             f"  quarantine  {paths.quarantine.relative_to(paths.root)} (each rejected row with its reason)",
             *_model_lines(paths),
+            *_time_line(paths),
         ]
     )
+
+
+def _time_line(paths: Paths) -> list[str]:
+    """Each stage's latest time, from the run log (timings stay out of every tracked output)."""
+    from gitml.runlog import latest_seconds
+
+    took = latest_seconds(paths)
+    if not took:
+        return []
+    stages = " | ".join(f"{stage} {seconds:.1f} s" for stage, seconds in took.items())
+    return [f"  took        {stages} ({paths.run_log.relative_to(paths.root)})"]

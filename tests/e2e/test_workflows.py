@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -85,3 +86,67 @@ def test_the_linters_catch_a_bad_workflow(tmp_path: Path) -> None:
     for audit in ("unpinned-uses", "dangerous-triggers", "template-injection"):
         assert audit in found.stdout, found.stdout
     assert actionlint(bad).returncode != 0
+
+
+def load(name: str) -> dict[str, Any]:
+    path = WORKFLOWS[0].parent / name
+    raw: dict[Any, Any] = yaml.safe_load(path.read_text())
+    # YAML 1.1 reads the key `on` as True.
+    spec: dict[str, Any] = {("on" if key is True else str(key)): value for key, value in raw.items()}
+    return spec
+
+
+def test_called_workflows_are_this_repositorys_own() -> None:
+    """A job that calls a workflow calls one in this repository, at the same commit."""
+    for workflow in WORKFLOWS:
+        for job in yaml.safe_load(workflow.read_text())["jobs"].values():
+            if "uses" in job:
+                assert job["uses"].startswith("./.github/workflows/"), (workflow.name, job["uses"])
+                assert (workflow.parent.parent.parent / job["uses"]).is_file(), job["uses"]
+
+
+def test_no_workflow_runs_fork_code_with_a_write_token() -> None:
+    for workflow in WORKFLOWS:
+        text = workflow.read_text()
+        assert "pull_request_target" not in text, workflow.name
+        assert "secrets: inherit" not in text, workflow.name
+
+
+def test_the_pull_request_pipeline_keeps_forks_off_runners_and_secrets() -> None:
+    """Every runner choice, secret and write right pr.yml passes depends on the branch being this repository's."""
+    spec = load("pr.yml")
+    assert spec["on"] == {"pull_request": None}
+    assert spec["permissions"] == {}
+    assert spec["concurrency"]["cancel-in-progress"] is True
+    assert "pull_request.number" in spec["concurrency"]["group"]
+    job = spec["jobs"]["pipeline"]
+    same = "github.event.pull_request.head.repo.full_name == github.repository"
+    for key in ("runs-on", "trainer", "timeout-minutes", "same-repository"):
+        assert same in job["with"][key], key
+    assert job["with"]["runs-on"].endswith("""|| '"ubuntu-latest"' }}""")
+    for name, value in job["secrets"].items():
+        assert value.startswith("${{ " + same + " && secrets."), name
+        assert value.endswith("|| '' }}"), name
+
+
+def test_the_pipeline_job_runs_its_steps_in_the_order_the_gate_needs() -> None:
+    """Reproduce and push before the gate; the report is posted before the verdict can fail the job."""
+    job = load("pipeline.yml")["jobs"]["pipeline"]
+    names = [step.get("name", step.get("uses", "")) for step in job["steps"]]
+    runs = [step.get("run", "") for step in job["steps"]]
+
+    def index(fragment: str) -> int:
+        return next(i for i, run in enumerate(runs) if fragment in run)
+
+    order = ["make install", "dvc repro", "dvc push", "gitml gate", "gitml report", "cml comment update"]
+    positions = [runs.index(f) if f == "gitml gate" else index(f) for f in order]
+    assert positions == sorted(positions), dict(zip(order, positions, strict=True))
+    assert runs.index("gitml gate --check") > positions[-1]
+    upload = next(i for i, step in enumerate(job["steps"]) if "upload-artifact" in step.get("uses", ""))
+    assert positions[-1] < upload < runs.index("gitml gate --check")
+    assert job["steps"][upload]["if"] == "always()"
+    checkout = next(step for step in job["steps"] if "actions/checkout" in step.get("uses", ""))
+    assert checkout["with"]["fetch-depth"] == 0
+    assert checkout["with"]["persist-credentials"] is False
+    assert names[0] == "NVIDIA driver"
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}

@@ -4,11 +4,14 @@ A per-sample Dataset with a collate function builds every batch from Python obje
 table this size costs about three times the epoch. Here each split is one tensor; an epoch
 permutes it once (seeded) and yields contiguous slices. Under DDP every process takes an equal
 shard of each epoch's permutation.
+
+Epoch e's permutation is seeded with seed + e, where e is the trainer's epoch: a run resumed from a
+checkpoint goes on with the permutation an uninterrupted run would have used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning as L
@@ -16,7 +19,11 @@ import torch
 
 
 class TensorBatches:
-    """An iterable of batches (x, y, weight) over tensors of equal length."""
+    """An iterable of batches (x, y, weight) over tensors of equal length.
+
+    `epoch_of` gives the epoch an iteration is for (the trainer's); without it, iterations count
+    epochs from 0.
+    """
 
     def __init__(
         self,
@@ -26,6 +33,7 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        epoch_of: Callable[[], int] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -35,6 +43,7 @@ class TensorBatches:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.epoch_of = epoch_of
         self.epoch = 0
 
     @property
@@ -49,8 +58,9 @@ class TensorBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         n = len(self.tensors[0])
         tensors = self.tensors
+        epoch = self.epoch if self.epoch_of is None else self.epoch_of()
         if self.shuffle or self.world_size > 1:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            generator = torch.Generator().manual_seed(self.seed + epoch)
             order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
             order = order[: self.rows * self.world_size][self.rank :: self.world_size]
             order = order.to(tensors[0].device)
@@ -85,9 +95,16 @@ class TabularDataModule(L.LightningDataModule):
         device = trainer.strategy.root_device
         return tuple(t.to(device) for t in tensors), trainer.global_rank, trainer.world_size
 
+    def _current_epoch(self) -> int:
+        assert self.trainer is not None
+        return self.trainer.current_epoch
+
     def train_dataloader(self) -> Any:
         tensors, rank, world = self._placed(self.train)
-        return TensorBatches(tensors, self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world)
+        epoch_of = None if self.trainer is None else self._current_epoch
+        return TensorBatches(
+            tensors, self.batch_size, shuffle=True, seed=self.seed, rank=rank, world_size=world, epoch_of=epoch_of
+        )
 
     def val_dataloader(self) -> Any:
         tensors, rank, world = self._placed(self.val)

@@ -1,14 +1,13 @@
 """train stage: fit the preprocessing on the train split, then train the network with Lightning.
 
 Writes models/preprocess.json (the fitted preprocessing), models/model.ckpt (the best epoch on
-the early-stopping metric), the DVCLive curves under dvclive/, and reports/train.json.
+the early-stopping metric), the DVCLive curves under dvclive/, and reports/train.json. A run
+that was interrupted resumes from its last finished epoch (gitml.model.resume).
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
-import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import numpy.typing as npt
 import pandas as pd
 import torch
 from hydra.errors import InstantiationException
+from lightning.pytorch.utilities import rank_zero_only
 
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
@@ -30,6 +30,7 @@ from gitml.errors import GitmlError
 from gitml.io import write_json
 from gitml.model.datamodule import TabularDataModule
 from gitml.model.lightning import TabularClassifier
+from gitml.model.resume import ResumeCheckpoint, checkpoint_root, finish, prepare, resume_key
 from gitml.paths import Paths
 
 # What is kept of a Lightning checkpoint: enough for `load_from_checkpoint`, and nothing that
@@ -131,26 +132,31 @@ def build_trainer(trainer_cfg: Mapping[str, Any], callbacks: list[L.Callback], l
     return trainer
 
 
-def training_callbacks(config: TrainConfig, scratch: Path, live_dir: Path) -> tuple[Any, list[L.Callback], Any]:
-    """The best-epoch checkpoint (in `scratch`), early stopping, the epoch line, and the DVCLive logger."""
+def training_callbacks(
+    config: TrainConfig, resume_dir: Path, live_dir: Path, resuming: bool = False
+) -> tuple[Any, list[L.Callback], Any]:
+    """The best-epoch checkpoint, early stopping, the epoch line, the resume checkpoint (all in
+    `resume_dir`), and the DVCLive logger (continuing its files when `resuming`)."""
     from dvclive.lightning import DVCLiveLogger
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     mode = "max" if config.monitor.endswith("auroc") else "min"
     checkpoint = ModelCheckpoint(
-        dirpath=scratch,
+        dirpath=resume_dir,
         filename="best",
         monitor=config.monitor,
         mode=mode,
         save_top_k=1,
         save_last=False,
         save_weights_only=True,  # what save_checkpoint keeps: weights and hyperparameters
+        enable_version_counter=False,  # always best.ckpt, also after a resume
     )
     stopping = EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience, min_delta=config.min_delta)
     # dvc.yaml declares DVCLive's files as this stage's outputs: DVCLive must not write its own
     # dvc.yaml, and `dvc exp run` records the experiment, not DVCLive.
-    logger = DVCLiveLogger(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, run_name=None)
-    return checkpoint, [checkpoint, stopping, EpochLine()], logger
+    logger = DVCLiveLogger(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, run_name=None, resume=resuming)
+    resume = ResumeCheckpoint(resume_dir, live_dir, checkpoint)
+    return checkpoint, [checkpoint, stopping, EpochLine(), resume], logger
 
 
 def save_checkpoint(source: str, target: Path) -> int:
@@ -238,17 +244,21 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         seed=config.seed,
     )
     paths.dvclive.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="gitml-train-") as scratch:
-        checkpoint, callbacks, logger = training_callbacks(config, Path(scratch), paths.dvclive)
-        trainer = build_trainer(d.trainer_cfg, callbacks, logger, Path(scratch))
-        started = time.perf_counter()
-        trainer.fit(module, datamodule=data)
-        seconds = time.perf_counter() - started
-        if not checkpoint.best_model_path:
-            raise GitmlError("training ended without a checkpoint; check trainer.max_epochs in conf/trainer/.")
-        if trainer.global_rank != 0:
-            return {}
-        best_epoch = save_checkpoint(checkpoint.best_model_path, paths.checkpoint)
+    resume_dir = checkpoint_root(paths.root) / resume_key(cfg, [paths.split_file("train"), paths.split_file("val")])
+    writer = getattr(rank_zero_only, "rank", 0) == 0  # known from the environment before the trainer starts
+    resumed = prepare(resume_dir, paths.dvclive, writer)
+    if resumed and writer:
+        print(f"train: resuming from epoch {resumed[1]} of {resume_dir}", flush=True)
+    # The folder holds this run's own checkpoints (best.ckpt, last.ckpt) when it resumes.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    checkpoint, callbacks, logger = training_callbacks(config, resume_dir, paths.dvclive, resuming=bool(resumed))
+    trainer = build_trainer(d.trainer_cfg, callbacks, logger, resume_dir)
+    trainer.fit(module, datamodule=data, ckpt_path=resumed[0] if resumed else None, weights_only=True)
+    if not checkpoint.best_model_path:
+        raise GitmlError("training ended without a checkpoint; check trainer.max_epochs in conf/trainer/.")
+    if trainer.global_rank != 0:
+        return {}
+    best_epoch = save_checkpoint(checkpoint.best_model_path, paths.checkpoint)
 
     report: dict[str, Any] = {
         "rows": {"train": len(d.y_train), "val": len(d.y_val)},
@@ -260,7 +270,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         "best_epoch": best_epoch,
         "best": {config.monitor: round(float(checkpoint.best_model_score or float("nan")), 6)},
         "device": trainer.strategy.root_device.type,
-        "seconds": round(seconds, 1),
     }
     write_json(paths.train_report, report)
+    finish(resume_dir)
     return report

@@ -15,6 +15,7 @@ from gitml.baseline import Baseline
 from gitml.paths import Paths
 from gitml.report import Lineage, Outputs, relative
 from gitml.report.figures import Drawn
+from gitml.runlog import latest_seconds
 
 NONE = "—"
 RATES = ("size", "positives", "base_rate", "selection_rate", "tpr", "fpr", "precision", "accuracy")
@@ -310,10 +311,10 @@ def _dvc_output(path: str | None, sha256: str | None, md5: str | None, size: int
     return ", ".join(parts) or NONE
 
 
-def _training(train: Mapping[str, Any] | None) -> str:
+def _training(train: Mapping[str, Any] | None, seconds: float | None = None) -> str:
+    """Epochs and device from reports/train.json; the time, where known, from the run log."""
     if not train:
         return NONE
-    seconds = train.get("seconds")
     took = f", {seconds:.1f} s" if is_number(seconds) else ""
     return (
         f"{train.get('epochs', '?')} epochs (best {train.get('best_epoch', '?')}){took} on {train.get('device', '?')}"
@@ -331,7 +332,7 @@ def lineage_section(
         [f"{code(relative(paths, paths.params))} (sha256)", _short(lineage.params_sha256)],
         [code(onnx), model],
         [code(preprocess), _dvc_output(preprocess, lineage.preprocess_sha256, lineage.preprocess_md5, None)],
-        ["Training", _training(now.train)],
+        ["Training", _training(now.train, latest_seconds(paths).get("train"))],
     ]
     if main is not None and main_lineage is not None:
         main_column = [

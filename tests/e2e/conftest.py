@@ -1,0 +1,71 @@
+"""The pipeline reproduced once on the bundled data, shared by the end-to-end tests.
+
+`tests/e2e/test_pipeline.py` examines and changes it; the pull-request workflow tests
+(`test_pr_workflow.py`) start from a snapshot taken right after the reproduction, and from the
+DVC remote it was pushed to, as a team's main branch would be after `make run`, commit and `dvc push`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gitml.scratch import make_scratch_repo, scratch_env
+
+
+def run(cwd: Path, *args: str) -> str:
+    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False, env=scratch_env())
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    """The files git tracks after `dvc repro` (dvc.lock, metrics, curves) and the remote holding the rest."""
+
+    tracked: Path  # a copy of dvc.lock and of every `cache: false` output, at their repository paths
+    remote: Path  # a DVC remote (a folder) holding every cached output
+
+
+def tracked_outputs(repo: Path) -> list[str]:
+    """dvc.lock and the outputs dvc.yaml keeps in git (`cache: false`), as paths in the repository."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    paths = ["dvc.lock"]
+    for stage in stages.values():
+        for out in [*stage.get("outs", []), *stage.get("metrics", [])]:
+            if isinstance(out, dict):
+                (path, options), *_ = out.items()
+                if options.get("cache") is False:
+                    paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="session")
+def reproduced(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Reproduction]:
+    """A git + DVC repository holding the pipeline's files, reproduced once and pushed."""
+    work = tmp_path_factory.mktemp("pipeline")
+    make_scratch_repo(repo, work)
+    # The remote a fresh clone would use is a folder beside it; point this copy at its own.
+    remote = work.parent / "remote"
+    run(work, "dvc", "remote", "modify", "--local", "local", "url", str(remote))
+    run(work, "dvc", "repro")
+    run(work, "dvc", "push")
+    tracked = tmp_path_factory.mktemp("reproduced-tracked")
+    for path in tracked_outputs(work):
+        source, target = work / path, tracked / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+    return work, Reproduction(tracked, remote)
+
+
+@pytest.fixture(scope="session")
+def pipeline(reproduced: tuple[Path, Reproduction]) -> Path:
+    return reproduced[0]
