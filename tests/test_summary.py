@@ -8,12 +8,21 @@ from gitml.paths import Paths
 from gitml.summary import pipeline_summary
 
 
-def test_readme_shows_what_make_run_prints(repo: Path) -> None:
-    """The README quotes the summary of the committed reports, so it cannot drift from them."""
-    summary = pipeline_summary(Paths(repo))
+def test_readme_shows_what_make_run_prints(repo: Path, tmp_path: Path) -> None:
+    """The README quotes the summary of the committed reports, so it cannot drift from them.
+
+    The stage times come last, from the run log of the run that printed them (not committed):
+    the README shows one such line after the summary."""
+    import re
+    import shutil
+
+    shutil.copytree(repo / "reports", tmp_path / "reports")
+    summary = pipeline_summary(Paths(tmp_path))
     assert "48,842 rows read" in summary
     first_screen = (repo / "README.md").read_text().split("---", 1)[0]
     assert summary in first_screen, "update the README's `make run` output block"
+    after = first_screen.split(summary, 1)[1].splitlines()[1]
+    assert re.fullmatch(r"  took        ingest [\d.]+ s( \| \w+ [\d.]+ s)+ \(logs/stages\.jsonl\)", after), after
     assert "make run" in first_screen
     assert "make test" in first_screen
 

@@ -75,6 +75,10 @@ def test_least_privilege_and_pinned_actions(workflow: Path) -> None:
         for step in job.get("steps", []):
             if "uses" in step and not step["uses"].startswith("./"):
                 assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+    # Each pinned SHA says which release it is, for the reader and for update tools.
+    for line in workflow.read_text().splitlines():
+        if re.search(r"uses:\s*[\w-][\w.-]*/", line):
+            assert re.search(r"@[0-9a-f]{40}\s+#\s*v\d+(\.\d+)*\s*$", line), line
 
 
 def test_the_linters_catch_a_bad_workflow(tmp_path: Path) -> None:
