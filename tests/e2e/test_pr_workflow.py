@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,7 @@ def test_a_stale_lock_is_reproduced_and_committed_back(github: GitHub) -> None:
     assert_job_ran(run)
     assert run.returncode == 0, run.log[-5000:]
     assert "Running stage 'export'" in run.log
+    assert step_ran(run, "Push what the pipeline produced")
     # The reproduction is a new commit on the pull request's branch, on top of its head.
     head = origin_head(github, f"refs/heads/{pr.branch}")
     assert head != pr.sha
@@ -166,6 +168,7 @@ def test_a_fork_never_gets_the_self_hosted_runner_or_a_secret(github: GitHub) ->
     assert_job_ran(run)
     assert not step_ran(run, "NVIDIA driver")
     assert not step_ran(run, "Commit the reproduction back")
+    assert not step_ran(run, "Push what the pipeline produced")  # no credentials for the team's remote
     assert github.git(github.origin, "for-each-ref", "--format=%(refname) %(objectname)") == refs_before
     # Without a write token the stale lock cannot be fixed here: the author is told what to run.
     assert run.returncode != 0
@@ -175,3 +178,20 @@ def test_a_fork_never_gets_the_self_hosted_runner_or_a_secret(github: GitHub) ->
     # A fork's GITHUB_TOKEN cannot comment: the report goes to the run's summary and artifact instead.
     assert run.comments() == []
     assert (run.record / "artifacts" / "gitml-report" / "reports" / "report.md").is_file()
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA driver")
+def test_a_gpu_trainer_on_a_runner_without_a_driver_stops_first(github: GitHub) -> None:
+    """The driver check is the job's first step wherever a GPU is asked for: nothing else runs."""
+
+    def edit_docs(repo: Path) -> None:
+        (repo / "README.md").write_text((repo / "README.md").read_text() + "\nAnother line.\n")
+
+    pr = open_pull_request(github, 5, edit_docs, "docs: another line")
+    run = run_pr_workflow(github, pr, variables={"TRAINER": "gpu"})
+    assert_job_ran(run)
+    assert step_ran(run, "NVIDIA driver")
+    assert run.returncode != 0
+    assert "install the NVIDIA driver on the runner" in run.log
+    assert not step_ran(run, "Check out the pull request's head")
+    assert run.comments() == []
