@@ -56,7 +56,7 @@ def make_run_seconds(work: Path) -> float:
 def workflow_seconds(work: Path) -> tuple[float, GitHub]:
     """pr.yml for a documentation-only pull request, with an empty DVC remote: everything runs."""
     remote = work / "bucket"
-    remote.mkdir()
+    remote.mkdir(parents=True)
     gh = make_github(ROOT, work / "github", remote)
 
     def edit_docs(repo: Path) -> None:
