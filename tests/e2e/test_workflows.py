@@ -154,3 +154,19 @@ def test_the_pipeline_job_runs_its_steps_in_the_order_the_gate_needs() -> None:
     assert checkout["with"]["persist-credentials"] is False
     assert names[0] == "NVIDIA driver"
     assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
+
+
+def test_the_trainer_check_passes_the_selected_trainer_and_stops_another(repo: Path) -> None:
+    """pipeline.yml's TRAINER step runs `gitml params --check trainer=<TRAINER>`: it holds only
+    for the trainer conf/config.yaml selects (the committed params are the ones that train)."""
+    job = load("pipeline.yml")["jobs"]["pipeline"]
+    step = next(s for s in job["steps"] if s.get("if") == "env.TRAINER != ''")
+    assert 'gitml params --check "trainer=$TRAINER"' in step["run"]
+    selected = yaml.safe_load((repo / "params.yaml").read_text())["trainer"]
+    others = [p.stem for p in (repo / "conf" / "trainer").glob("*.yaml")]
+    for name in others:
+        composed = yaml.safe_load((repo / "conf" / "trainer" / f"{name}.yaml").read_text())
+        done = lint(BIN / "gitml", "--root", repo, "params", "--check", f"trainer={name}")
+        same = composed == selected
+        assert (done.returncode == 0) == same, (name, done.stderr)
+    assert any(lint(BIN / "gitml", "--root", repo, "params", "--check", f"trainer={n}").returncode for n in others)
