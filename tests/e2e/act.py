@@ -161,9 +161,17 @@ def open_pull_request(
 
 
 def run_pr_workflow(
-    gh: GitHub, pr: PullRequest, variables: dict[str, str] | None = None, secrets: dict[str, str] | None = None
+    gh: GitHub,
+    pr: PullRequest,
+    variables: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
+    workflow: str = "pr.yml",
+    action: str = "opened",
+    label: str | None = None,
+    runners: tuple[str, ...] = ("ubuntu-latest",),
 ) -> Run:
-    """act runs pr.yml for `pr`, from a clone at its head, on the hosted-runner label only."""
+    """act runs `workflow` for a `pull_request` event of `pr` (`action`, with `label` for "labeled"),
+    from a clone at its head; the `runners` labels map to this machine, and no other."""
     gh.runs += 1
     record = gh.root / "records" / f"run-{gh.runs}"
     record.mkdir(parents=True)
@@ -171,7 +179,8 @@ def run_pr_workflow(
     gh.git(gh.root, "clone", "-q", ORIGIN_URL, str(clone))
     gh.git(clone, "fetch", "-q", "origin", pr.sha)
     gh.git(clone, "checkout", "-q", "--detach", pr.sha)
-    event = {
+    event: dict[str, object] = {
+        "action": action,
         "number": pr.number,
         "pull_request": {
             "number": pr.number,
@@ -179,15 +188,17 @@ def run_pr_workflow(
             "base": {"ref": "main", "repo": {"full_name": REPOSITORY}},
         },
         "repository": {"full_name": REPOSITORY},
+        **({"label": {"name": label}} if label else {}),
     }
     (gh.root / f"event-{gh.runs}.json").write_text(json.dumps(event))
     variables = {**({"GITML_VENV": str(gh.venv)} if gh.venv else {}), **(variables or {})}
     event_file = gh.root / f"event-{gh.runs}.json"
     command = [
-        str(BIN / "act"), "pull_request", "-W", ".github/workflows/pr.yml", "-e", str(event_file),
-        # The hosted label maps to this machine; any other runs-on (a self-hosted label) maps to
+        str(BIN / "act"), "pull_request", "-W", f".github/workflows/{workflow}", "-e", str(event_file),
+        # The labels given map to this machine; any other runs-on (a self-hosted label) maps to
         # nothing, and act skips such a job silently: each test asserts that the job ran.
-        "-P", "ubuntu-latest=-self-hosted", "--no-cache-server", "--no-skip-checkout", *gh.local_repositories,
+        *[a for runner in runners for a in ("-P", f"{runner}=-self-hosted")],
+        "--no-cache-server", "--no-skip-checkout", *gh.local_repositories,
         *[a for k, v in variables.items() for a in ("--var", f"{k}={v}")],
         # GitHub gives every run a GITHUB_TOKEN (read-only for a fork's pull request).
         *[a for k, v in {"GITHUB_TOKEN": "a-workflow-token", **(secrets or {})}.items() for a in ("-s", f"{k}={v}")],

@@ -195,3 +195,29 @@ def test_a_gpu_trainer_on_a_runner_without_a_driver_stops_first(github: GitHub) 
     assert "install the NVIDIA driver on the runner" in run.log
     assert not step_ran(run, "Check out the pull request's head")
     assert run.comments() == []
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine has an NVIDIA driver")
+def test_the_cloud_gpu_label_launches_a_runner_for_this_run_and_trains_there(github: GitHub) -> None:
+    """cml-runner.yml: `cml runner launch` (recorded: the cloud is the boundary) registers a runner
+    labelled with the run's id, and the pipeline job runs on that label and nowhere else."""
+
+    def edit_docs(repo: Path) -> None:
+        (repo / "README.md").write_text((repo / "README.md").read_text() + "\nTrain me on a GPU.\n")
+
+    pr = open_pull_request(github, 6, edit_docs, "docs: a line, trained on a cloud GPU")
+    # act's run id is 1: the label `cml runner launch` registers is the only one mapped besides the hosted one.
+    run = run_pr_workflow(
+        github, pr, workflow="cml-runner.yml", action="labeled", label="cloud-gpu",
+        secrets={"CML_RUNNER_TOKEN": "a-runner-token"}, runners=("ubuntu-latest", "cml-gpu-1"),
+    )  # fmt: skip
+    launched = (run.record / "cml.log").read_text().splitlines()
+    assert len(launched) == 1
+    assert launched[0].startswith("runner launch --cloud=aws --cloud-region=us-west --cloud-type=g5.xlarge")
+    assert "--labels=cml-gpu-1 --single" in launched[0]
+    # The pipeline job ran on the launched runner; it is a GPU runner, so the driver check comes
+    # first, and this machine has no driver.
+    assert_job_ran(run)
+    assert step_ran(run, "NVIDIA driver")
+    assert "install the NVIDIA driver on the runner" in run.log
+    assert run.returncode != 0
