@@ -18,6 +18,8 @@ endif
 endif
 BIN := $(VENV)/bin
 LOCK := requirements/lock.txt
+# Every stamp also records the checkout the venv's editable gitml points at.
+RECORD_CHECKOUT := echo '$(CURDIR)' > '$(VENV)/.checkout'
 # Every install first checks .venv's Python against requires-python and brings its pip to the
 # version in the lock: a new venv's pip is whatever its Python bundles (Debian 12's python3.11:
 # pip 23.0.1), and every machine should resolve the same lock with the same installer.
@@ -39,20 +41,20 @@ $(BIN)/python:
 # One stamp per set of extras: re-installs only when the lock or pyproject.toml changes.
 $(VENV)/.stamp-pipeline: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline]'
-	@touch $@ && echo '$(CURDIR)' > '$(VENV)/.checkout'
+	@touch $@ && $(RECORD_CHECKOUT)
 
 $(VENV)/.stamp-serve: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[serve]'
-	@touch $@ && echo '$(CURDIR)' > '$(VENV)/.checkout'
+	@touch $@ && $(RECORD_CHECKOUT)
 
 # The dev environment is every extra: mypy checks benchmarks/bento_service.py against BentoML too.
 $(VENV)/.stamp-dev: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline,serve,dev,bench]'
-	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve $(VENV)/.stamp-bench && echo '$(CURDIR)' > '$(VENV)/.checkout'
+	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve $(VENV)/.stamp-bench && $(RECORD_CHECKOUT)
 
 $(VENV)/.stamp-bench: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline,serve,bench]'
-	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve && echo '$(CURDIR)' > '$(VENV)/.checkout'
+	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve && $(RECORD_CHECKOUT)
 
 install: $(VENV)/.stamp-pipeline  ## install the pipeline's environment from the lock (the pipeline workflow's first step)
 

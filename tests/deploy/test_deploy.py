@@ -334,12 +334,16 @@ def test_hadolint_pragmas_give_reasons() -> None:
             assert "hadolint" not in before, f"line {i + 1}: say why in a comment above the pragma"
 
 
-@pytest.mark.slow
-def test_hadolint_finds_nothing(tmp_path: Path) -> None:
-    # An explicit empty config, so no user-level hadolint.yaml can hide a finding.
+def hadolint(dockerfile: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """hadolint at the style threshold, with an explicit empty config so no user-level one can hide a finding."""
     config = tmp_path / "hadolint.yaml"
     config.write_text("ignored: []\n")
-    result = run(tool("hadolint"), "--no-color", "--config", config, "--failure-threshold", "style", DOCKERFILE)
+    return run(tool("hadolint"), "--no-color", "--config", config, "--failure-threshold", "style", dockerfile)
+
+
+@pytest.mark.slow
+def test_hadolint_finds_nothing(tmp_path: Path) -> None:
+    result = hadolint(DOCKERFILE, tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == ""
 

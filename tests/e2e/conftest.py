@@ -19,6 +19,7 @@ from gitml.scratch import make_scratch_repo, scratch_env
 
 
 def run(cwd: Path, *args: str) -> str:
+    """Run a command in a scratch repository with its tools on PATH; its output, or a failed test."""
     result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False, env=scratch_env())
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr

@@ -13,14 +13,9 @@ import pytest
 import yaml
 
 from gitml.scratch import scratch_env
+from tests.e2e.conftest import run
 
 pytestmark = pytest.mark.slow
-
-
-def run(cwd: Path, *args: str) -> str:
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False, env=scratch_env())
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
 
 
 def test_ingest_accounts_for_every_row(pipeline: Path) -> None:

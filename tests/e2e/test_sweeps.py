@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gitml.scratch import make_scratch_repo, scratch_env
+from gitml.scratch import make_scratch_repo
+from tests.e2e.conftest import run
 
 pytestmark = pytest.mark.slow
 
@@ -21,12 +21,6 @@ pytestmark = pytest.mark.slow
 RAW_ROWS = {"adult.data.gz": 3000, "adult.test.gz": 1200}
 EPOCHS = 3
 SEEDS = (1, 2)
-
-
-def run(cwd: Path, *args: str) -> str:
-    result = subprocess.run(args, cwd=cwd, capture_output=True, text=True, check=False, env=scratch_env())
-    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
 
 
 def edit_yaml(path: Path, change: dict[str, Any]) -> None:
