@@ -1,9 +1,9 @@
 """The BentoML baseline of benchmarks/serve.py: the same ONNX model and preprocessing, served by BentoML.
 
 A BentoML 1.4 service with BentoML's defaults (one worker, a sync API run in its thread pool),
-loading what `gitml serve` loads: models/model.onnx through `gitml.model.runtime.session` (one
-ONNX Runtime thread), models/preprocess.json applied with `PreprocessSpec.transform`, and the
-threshold of models/threshold.json. It answers in gitml's batch shape.
+loading what `gitml serve` loads: the model bundle in models/ (`gitml.bundle.load`), scored through
+`gitml.bundle.runtime` (one ONNX Runtime thread) behind `PreprocessSpec.transform` and the bundle's
+threshold. It answers in gitml's batch shape.
 
 It does less per request than gitml: no per-field validation (BentoML checks only that `records`
 is a list of objects), no anonymisation (the benchmark sends rows of the processed test split,
@@ -18,7 +18,6 @@ The repository root is the parent of this file's folder, or GITML_BENCH_ROOT.
 
 from __future__ import annotations
 
-import json
 import os
 import uuid
 from pathlib import Path
@@ -27,9 +26,7 @@ from typing import Any
 import bentoml
 import numpy as np
 
-from gitml.config import dataset_schema, load_params
-from gitml.data.features import PreprocessSpec
-from gitml.model import runtime
+from gitml.bundle import load, runtime
 
 ROOT = Path(os.environ.get("GITML_BENCH_ROOT") or Path(__file__).resolve().parent.parent)
 
@@ -39,14 +36,12 @@ class GitmlBaseline:
     """Scores records of the dataset with models/model.onnx, as `gitml serve` does."""
 
     def __init__(self) -> None:
-        models = ROOT / "models"
-        self.spec = PreprocessSpec.load(models / "preprocess.json")
-        self.session = runtime.session(models / "model.onnx")
-        self.cutoff = np.float32(json.loads((models / "threshold.json").read_text(encoding="utf-8"))["threshold"])
+        bundle = load(ROOT / "models")  # verified as `gitml serve` verifies it
+        self.spec = bundle.spec
+        self.session = bundle.session()
+        self.cutoff = np.float32(bundle.threshold.value)
         self.names = self.spec.input_columns
-        schema = dataset_schema(load_params(ROOT / "params.yaml"), ROOT / "params.yaml")
-        positive = schema.positive_class
-        negative = next(c for c in schema.label.categories or () if c != positive)
+        negative, positive = bundle.classes
         self.classes = {False: negative, True: positive}
 
     @bentoml.api  # type: ignore[untyped-decorator]  # BentoML types it with a bare Callable

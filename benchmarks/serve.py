@@ -67,8 +67,8 @@ from fastapi.responses import Response
 from machine import busy_cpu_seconds  # benchmarks/machine.py, beside this script
 from starlette.routing import Route
 
+from gitml.bundle import runtime
 from gitml.config import dataset_schema, load_params
-from gitml.model import runtime
 from gitml.paths import Paths
 from gitml.serve.model import ServedModel
 from gitml.serve.requests import Anonymizer, Validator, columns, parse, record_type, request_columns
@@ -562,7 +562,7 @@ class GitmlInProcess:
     def __init__(self, root: Path) -> None:
         paths = Paths(root)
         params = load_params(paths.params)
-        self.model = ServedModel(paths, params, os.environ)
+        self.model = ServedModel(paths.models, os.environ)
         self.names = [c.name for c in request_columns(self.model.schema)]
         max_batch = int((params.get("serve") or {}).get("max_batch", 1000))
         self.validator = Validator(record_type(self.model.schema), max_batch, tuple(self.names))

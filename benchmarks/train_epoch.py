@@ -65,9 +65,9 @@ from torchmetrics.classification import BinaryAUROC
 from gitml.config import load_params
 from gitml.model.datamodule import TabularDataModule
 from gitml.model.lightning import TabularClassifier, build_network
-from gitml.model.train import TrainConfig, build_trainer, training_callbacks, training_data
 from gitml.paths import Paths
 from gitml.scratch import make_scratch_repo, scratch_env
+from gitml.stages.train import TrainConfig, build_trainer, training_callbacks, training_data
 
 GOAL = 1.15
 LIGHTNING = ("bare", "project")

@@ -1,4 +1,5 @@
-"""Shared fixtures: a small dataset of our own making (the "toy" schema) and the real repository."""
+"""Shared fixtures: a small dataset of our own making (the "toy" schema), the real repository, and
+a scratch repository with the real config and a sample of the real splits, trained once."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import copy
 import csv
 import importlib.util
 import random
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -120,3 +123,80 @@ def load_benchmark(name: str) -> ModuleType:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+# --- A sample of the bundled data, with the real Hydra config --------------------------------------
+
+# CPU, a few epochs: enough to learn something, quick enough for the suite.
+TINY = [
+    "trainer.accelerator=cpu",
+    "trainer.max_epochs=3",
+    "trainer.log_every_n_steps=1",
+    "train.early_stopping.patience=2",
+]
+SAMPLE = {"train": 3000, "val": 1000, "test": 1000}
+
+
+def make_repo(repo: Path, root: Path, overrides: list[str]) -> Paths:
+    """conf/ and data/raw from the repository; params.yaml composed with `overrides`; small splits."""
+    import pandas as pd
+
+    from gitml.config import compose_params, load_params
+    from gitml.stages import ingest, split
+
+    shutil.copytree(repo / "conf", root / "conf")
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "raw").symlink_to(repo / "data" / "raw")
+    paths = Paths(root)
+    compose_params(paths.conf, paths.params, overrides)
+    params = load_params(paths.params)
+    ingest.run(params, paths)
+    split.run(params, paths)
+    for name, rows in SAMPLE.items():
+        frame = pd.read_parquet(paths.split_file(name))
+        frame.sample(n=rows, random_state=0).sort_index().to_parquet(paths.split_file(name), index=False)
+    return paths
+
+
+def copy_repo(paths: Paths, parent: Path) -> Paths:
+    """A private copy of a scratch repository (the raw data stays a link), under `parent`."""
+    parent.mkdir(parents=True, exist_ok=True)
+    root = parent / f"repo{len(list(parent.iterdir()))}"
+    shutil.copytree(paths.root, root, symlinks=True)
+    return Paths(root)
+
+
+@pytest.fixture(scope="session")
+def adult_sample(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Paths:
+    """Ingest and split run once; each test copies the result with `fresh_copy`."""
+    return make_repo(repo, tmp_path_factory.mktemp("adult-sample"), TINY)
+
+
+@pytest.fixture
+def fresh_copy(adult_sample: Paths, tmp_path: Path) -> Callable[..., Paths]:
+    """A private copy of the sample repository, optionally re-composed with more overrides."""
+    from gitml.config import compose_params
+
+    def copy(*overrides: str) -> Paths:
+        paths = copy_repo(adult_sample, tmp_path)
+        if overrides:
+            compose_params(paths.conf, paths.params, [*TINY, *overrides])
+        return paths
+
+    return copy
+
+
+Trained = tuple[Paths, dict[str, dict[str, Any]]]
+
+
+@pytest.fixture(scope="session")
+def trained_sample(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """train -> export -> evaluate on the sample, once for the whole suite: the model bundle and the
+    stages' reports. Tests that write into it take a `copy_repo` of it first."""
+    from gitml.config import load_params
+    from gitml.stages import evaluate, export, train
+
+    paths = copy_repo(adult_sample, tmp_path_factory.mktemp("trained"))
+    params = load_params(paths.params)
+    reports = {stage.__name__.rsplit(".", 1)[1]: stage.run(params, paths) for stage in (train, export, evaluate)}
+    return paths, reports

@@ -29,7 +29,8 @@ PR_TEMPLATE = GITHUB / "pull_request_template.md"
 ISSUE_TEMPLATES = GITHUB / "ISSUE_TEMPLATE"
 WORKFLOWS = GITHUB / "workflows"
 GATES = REPO / "src" / "gitml" / "gates"
-README = REPO / "README.md"
+STAGES = REPO / "src" / "gitml" / "stages"
+README = REPO / "docs" / "deployment.md"
 README_SECTION = "## Working together: owners, reviews, branch protection"
 
 # Paths whose changes need their own owners' review, one per concern; the catch-all does not count.
@@ -206,9 +207,9 @@ def test_each_concern_has_its_own_owners() -> None:
 
 
 def gate_check_kinds() -> set[str]:
-    """The `kind` of every Check that src/gitml/gates/ builds, read from its source."""
+    """The `kind` of every Check that src/gitml/gates/ and the gate stage build, read from their source."""
     kinds = set()
-    for module in GATES.glob("*.py"):
+    for module in [*GATES.glob("*.py"), STAGES / "gate.py"]:
         for node in ast.walk(ast.parse(module.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Check":
                 arguments = {k.arg: k.value for k in node.keywords}
@@ -219,13 +220,13 @@ def gate_check_kinds() -> set[str]:
 
 
 def deepchecks_suites() -> list[str]:
-    """SUITES in src/gitml/gates/suites.py, read without importing Deepchecks."""
-    for node in ast.parse((GATES / "suites.py").read_text()).body:
+    """SUITES in src/gitml/stages/deepchecks.py, read without importing Deepchecks."""
+    for node in ast.parse((STAGES / "deepchecks.py").read_text()).body:
         if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "SUITES" for t in node.targets):
             suites = ast.literal_eval(node.value)
             assert isinstance(suites, tuple)
             return [str(s) for s in suites]
-    raise AssertionError("src/gitml/gates/suites.py has no SUITES")
+    raise AssertionError("src/gitml/stages/deepchecks.py has no SUITES")
 
 
 def words(text: str) -> str:

@@ -10,6 +10,7 @@ import yaml
 
 from gitml.cli import COMMANDS
 from gitml.paths import Paths
+from gitml.stages import DVC_STAGES
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def test_stage_outputs_are_the_paths_the_code_writes(stages: dict[str, Any]) -> 
     assert _outs(stages["export"]) == {str(paths.onnx), str(paths.export_report)}
     assert _outs(stages["evaluate"]) == {
         str(paths.threshold), str(paths.test_scores), str(paths.plots), str(paths.metrics), str(paths.fairness),
-        str(paths.intervals),
+        str(paths.intervals), str(paths.manifest),
     }  # fmt: skip
     assert _outs(stages["deepchecks"]) == {str(paths.deepchecks), str(paths.deepchecks_results)}
     assert {str(paths.checkpoint), str(paths.preprocess)} <= set(stages["export"]["deps"])
@@ -70,14 +71,16 @@ def test_every_source_dependency_exists(repo: Path, stages: dict[str, Any]) -> N
 
 
 # What each stage's command runs; the modules it imports (transitively) decide its outputs.
-STAGE_MODULES = {
-    "ingest": "gitml.data.ingest",
-    "split": "gitml.data.split",
-    "train": "gitml.model.train",
-    "export": "gitml.model.export",
-    "evaluate": "gitml.evaluate.stage",
-    "deepchecks": "gitml.gates.suites",
-}
+STAGE_MODULES = {s.name: s.module for s in DVC_STAGES}
+
+
+def test_dvc_yaml_runs_the_listed_stages_in_order(stages: dict[str, Any]) -> None:
+    """dvc.yaml has a stage for each DVC stage of gitml.stages.STAGES, and no other."""
+    assert list(stages) == [s.name for s in DVC_STAGES]
+    for stage in DVC_STAGES:
+        assert stages[stage.name]["cmd"].split()[-1] == stage.name
+
+
 # These name files and word error messages; no output's bytes depend on them.
 NOT_DEPS = {"gitml.errors", "gitml.paths", "gitml.config"}
 
@@ -133,7 +136,14 @@ def test_each_stage_depends_on_every_module_it_runs(repo: Path, stages: dict[str
 def test_ingest_depends_on_every_module_it_imports(repo: Path, stages: dict[str, Any]) -> None:
     """A code change that can alter the clean table must re-run ingest."""
     deps = set(stages["ingest"]["deps"])
-    for module in ("ingest", "raw", "validate", "anonymize", "pii", "schema"):
-        assert f"src/gitml/data/{module}.py" in deps
+    for module in ("stages/ingest", "data/raw", "data/validate", "data/anonymize", "data/pii", "data/schema"):
+        assert f"src/gitml/{module}.py" in deps
     assert "src/gitml/io.py" in deps  # how outputs are written is part of their bytes
     assert "src/gitml/checked_config.py" in deps
+
+
+def test_evaluate_reruns_on_every_param_the_manifest_hashes(stages: dict[str, Any]) -> None:
+    """The manifest records a hash of these sections; a change to one must re-write it, or it goes stale."""
+    from gitml.bundle import PARAMS
+
+    assert set(PARAMS) <= set(stages["evaluate"]["params"])

@@ -15,6 +15,11 @@ from pathlib import Path
 
 from gitml.errors import GitmlError
 from gitml.paths import Paths
+from gitml.stages import DVC_STAGES, STAGES, Stage
+
+Handler = Callable[[Paths, argparse.Namespace], str]
+# The pipeline's stages (dvc.yaml): their time goes to the run log, never into their outputs.
+TIMED = {s.name for s in DVC_STAGES}
 
 
 class GateFailedError(Exception):
@@ -48,90 +53,26 @@ def cmd_params(paths: Paths, args: argparse.Namespace) -> str:
     return f"params: {paths.params.name} matches {paths.conf.name}/"
 
 
-def cmd_ingest(paths: Paths, args: argparse.Namespace) -> str:
-    from gitml.data import ingest
+def run_stage(stage: Stage) -> Handler:
+    """The subcommand of a stage: run it on params.yaml and print its one line."""
 
-    result = ingest.run(_params(paths), paths)
-    reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(result.quarantined_by_reason.items())) or "none"
-    return (
-        f"ingest: {result.rows_read:,} rows read -> {result.rows_clean:,} clean, "
-        f"{result.rows_quarantined:,} quarantined ({reasons})"
-    )
+    def handler(paths: Paths, args: argparse.Namespace) -> str:
+        module = stage.load()
+        return str(module.message(module.run(_params(paths), paths), paths))
 
-
-def cmd_split(paths: Paths, args: argparse.Namespace) -> str:
-    from gitml.data import split
-
-    report = split.run(_params(paths), paths)
-    sizes = ", ".join(f"{name} {report[name]['rows']:,}" for name in (*split.SPLITS, "reference"))
-    return f"split: {sizes}"
-
-
-def cmd_train(paths: Paths, args: argparse.Namespace) -> str:
-    from gitml.model import train
-
-    report = train.run(_params(paths), paths)
-    if not report:  # a DDP process other than rank 0
-        return "train: done on this process"
-    best = ", ".join(f"{k} {v:.4f}" for k, v in report["best"].items())
-    return (
-        f"train: {report['epochs']} epochs on {report['device']}, "
-        f"best epoch {report['best_epoch']} ({best}) -> {paths.checkpoint.relative_to(paths.root)}"
-    )
-
-
-def cmd_export(paths: Paths, args: argparse.Namespace) -> str:
-    from gitml.model import export
-
-    report = export.run(_params(paths), paths)
-    return (
-        f"export: {paths.onnx.relative_to(paths.root)} ({report['bytes']:,} bytes); parity on {report['rows']:,} "
-        f"test rows: max |p_torch - p_onnx| = {report['max_abs_diff']:.2g} <= {report['tolerance']:g}"
-    )
-
-
-def cmd_evaluate(paths: Paths, args: argparse.Namespace) -> str:
-    from gitml.evaluate import stage
-
-    metrics = stage.run(_params(paths), paths)
-    test = metrics["test"]
-    return (
-        f"evaluate: test AUROC {test['auroc']:.4f}, accuracy {test['accuracy']:.4f} at threshold "
-        f"{metrics['threshold']['value']:.3f} ({metrics['threshold']['rule']} on val)"
-    )
-
-
-def cmd_deepchecks(paths: Paths, args: argparse.Namespace) -> str:
-    from gitml.gates import suites
-
-    results = suites.run(_params(paths), paths)
-    counts: dict[str, int] = {}
-    for item in results["conditions"]:
-        counts[item["category"]] = counts.get(item["category"], 0) + 1
-    tally = ", ".join(f"{n} {category}" for category, n in sorted(counts.items())) or "no conditions"
-    return (
-        f"deepchecks: {len(results['suites'])} suites, {len(results['conditions'])} conditions ({tally}); "
-        f"HTML in {paths.deepchecks.relative_to(paths.root)}/"
-    )
+    return handler
 
 
 def cmd_gate(paths: Paths, args: argparse.Namespace) -> str:
     """Decide and write reports/gate.json (exit 0); with --check, exit 1 on a failed verdict."""
-    from gitml.gates import stage
+    from gitml.stages import gate
 
-    if args.check:
-        passed, text = stage.check(paths)
-        if not passed:
-            raise GateFailedError(text)
-        return text
-    report = stage.run(_params(paths), paths)
-    return f"gate: {report['verdict']}: {report['reason']} -> {paths.gate.relative_to(paths.root)}"
-
-
-def cmd_report(paths: Paths, args: argparse.Namespace) -> str:
-    from gitml.report import stage
-
-    return str(stage.run(_params(paths), paths)["message"])
+    if not args.check:
+        return gate.message(gate.run(_params(paths), paths), paths)
+    passed, text = gate.check(paths)
+    if not passed:
+        raise GateFailedError(text)
+    return text
 
 
 def cmd_summary(paths: Paths, args: argparse.Namespace) -> str:
@@ -200,17 +141,10 @@ def _draft_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--force", action="store_true", help="overwrite --out if it exists")
 
 
-Handler = Callable[[Paths, argparse.Namespace], str]
 COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None] | None]] = {
     "params": (cmd_params, "compose conf/ into params.yaml (as `dvc exp run` does)", _params_arguments),
-    "ingest": (cmd_ingest, "validate, quarantine and anonymise the raw data", None),
-    "split": (cmd_split, "seeded stratified train/val/test split and drift reference", None),
-    "train": (cmd_train, "fit the preprocessing and train the network (Lightning, DVCLive)", None),
-    "export": (cmd_export, "export the trained network to ONNX and check parity with torch", None),
-    "evaluate": (cmd_evaluate, "test-split metrics, per-group fairness metrics and plot data", None),
-    "deepchecks": (cmd_deepchecks, "Deepchecks suites on the splits and the model's predictions", None),
-    "gate": (cmd_gate, "decide the gate (Deepchecks, fairness, champion) into reports/gate.json", _gate_arguments),
-    "report": (cmd_report, "write reports/report.md for the pull request, its figures and the model card", None),
+    **{s.name: (run_stage(s), s.help, None) for s in STAGES},
+    "gate": (cmd_gate, next(s.help for s in STAGES if s.name == "gate"), _gate_arguments),
     "serve": (
         cmd_serve,
         "serve the model over HTTP (FastAPI + ONNX Runtime; needs only the serve extra)",
@@ -232,10 +166,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# The pipeline's stages (dvc.yaml): their time goes to the run log, never into their outputs.
-STAGES = ("ingest", "split", "train", "export", "evaluate", "deepchecks")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS[args.command][0]
@@ -255,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = "interrupted"
         return 130
     finally:
-        if args.command in STAGES:
+        if args.command in TIMED:
             from gitml.runlog import record
 
             record(paths, args.command, time.perf_counter() - started, status)

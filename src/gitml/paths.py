@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+# The model bundle's files in models/ (gitml.bundle reads and verifies them together).
+MODEL, PREPROCESS, THRESHOLD, MANIFEST = "model.onnx", "preprocess.json", "threshold.json", "manifest.json"
+
 
 @dataclass(frozen=True)
 class Paths:
@@ -54,7 +57,7 @@ class Paths:
     @property
     def preprocess(self) -> Path:
         """The fitted preprocessing spec (JSON, applied with NumPy alone)."""
-        return self.models / "preprocess.json"
+        return self.models / PREPROCESS
 
     @property
     def checkpoint(self) -> Path:
@@ -63,12 +66,17 @@ class Paths:
 
     @property
     def onnx(self) -> Path:
-        return self.models / "model.onnx"
+        return self.models / MODEL
 
     @property
     def threshold(self) -> Path:
         """The decision threshold chosen on the validation split, with its rule."""
-        return self.models / "threshold.json"
+        return self.models / THRESHOLD
+
+    @property
+    def manifest(self) -> Path:
+        """The model bundle's manifest (gitml.bundle): its files' sha256, schema, lineage and metrics."""
+        return self.models / MANIFEST
 
     @property
     def dvclive(self) -> Path:

@@ -11,11 +11,11 @@ import yaml
 
 from gitml.cli import main
 from gitml.config import compose_params, load_params
-from gitml.data import ingest
 from gitml.data.draft import draft_schema
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
 from gitml.paths import Paths
+from gitml.stages import ingest
 from tests.conftest import TOY_COLUMNS, toy_rows, write_csv
 
 KEY = {"GITML_PSEUDONYM_KEY": "a-key-for-drafted-schemas"}

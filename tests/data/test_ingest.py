@@ -10,9 +10,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from gitml.data import ingest
 from gitml.errors import GitmlError
 from gitml.paths import Paths
+from gitml.stages import ingest
 from tests.conftest import TOY_COLUMNS, TOY_KEY, toy_config, toy_rows, write_csv
 
 

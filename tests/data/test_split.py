@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gitml.data import ingest, split
+from gitml.data.split import SPLITS
 from gitml.errors import GitmlError
 from gitml.paths import Paths
+from gitml.stages import ingest, split
 from tests.conftest import TOY_KEY, toy_config, toy_rows, write_csv
 
 SPLIT_CFG: dict[str, Any] = {
@@ -37,18 +38,18 @@ def run_split(paths: Paths, **changes: Any) -> dict[str, Any]:
 
 def test_splits_are_disjoint_complete_and_stratified(ingested: Paths) -> None:
     report = run_split(ingested)
-    parts = {name: pd.read_parquet(ingested.split_file(name)) for name in (*split.SPLITS, "reference")}
+    parts = {name: pd.read_parquet(ingested.split_file(name)) for name in (*SPLITS, "reference")}
     ids = {name: set(part["customer_id"]) for name, part in parts.items()}
-    assert sum(len(ids[n]) for n in split.SPLITS) == 1000
+    assert sum(len(ids[n]) for n in SPLITS) == 1000
     assert not (ids["train"] & ids["val"])
     assert not (ids["train"] & ids["test"])
     assert not (ids["val"] & ids["test"])
     assert ids["reference"] <= ids["train"]
     assert len(parts["reference"]) == 50
-    assert [report[n]["rows"] for n in split.SPLITS] == [600, 200, 200]
+    assert [report[n]["rows"] for n in SPLITS] == [600, 200, 200]
     clean = pd.read_parquet(ingested.clean)
     overall = clean.groupby(["churned", "segment"], observed=True).size() / len(clean)
-    for name in split.SPLITS:
+    for name in SPLITS:
         share = parts[name].groupby(["churned", "segment"], observed=True).size() / len(parts[name])
         assert np.allclose(share, overall, atol=0.01), name
     assert json.loads(ingested.split_report.read_text()) == report

@@ -28,8 +28,11 @@ OVERLAYS = ["staging", "prod"]
 # The oldest Kubernetes minor the manifests are written for (autoscaling/v2, policy/v1 and the
 # PDB's unhealthyPodEvictionPolicy are all on by default there); the newest is the tool's default.
 OLDEST_KUBERNETES = "1.30.0"
-# What the server reads at run time (the serving contract), and nothing else from the repository.
-SERVER_FILES = {"params.yaml", "dvc.lock", "models/model.onnx", "models/preprocess.json", "models/threshold.json"}
+# What the server reads at run time, and nothing else from the repository: the model bundle
+# (gitml.bundle) and params.yaml for the server's own settings (its `serve` section).
+SERVER_FILES = {
+    "params.yaml", "models/model.onnx", "models/preprocess.json", "models/threshold.json", "models/manifest.json",
+}  # fmt: skip
 VERSION_LABEL = "gitml.dev/model-version"
 SKIP_ANNOTATION = re.compile(r"checkov\.io/skip\d+")
 # A checkov skip reads `CKV_..._<n>=<why>`; the why has to be a sentence, not a placeholder.

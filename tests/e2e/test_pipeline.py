@@ -112,7 +112,7 @@ def test_the_gate_passes_the_default_model_and_the_report_shows_it(pipeline: Pat
         assert done.returncode == 0, f"gitml {' '.join(step)}:\n{done.stdout}\n{done.stderr}"
     gate = json.loads((pipeline / "reports" / "gate.json").read_text())
     assert gate["verdict"] == "pass", gate["reason"]
-    assert {c["kind"] for c in gate["checks"]} == {"deepchecks", "fairness", "champion"}
+    assert {c["kind"] for c in gate["checks"]} == {"bundle", "deepchecks", "fairness", "champion"}
     # This scratch repository's main holds the code but no metrics yet: a new fork's first pull request.
     assert gate["champion"]["source"] == "branch"
     assert next(c["reason"] for c in gate["checks"] if c["kind"] == "champion").startswith("no champion")

@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 
 from gitml.baseline import branch_baseline, champion
+from gitml.bundle import write_manifest
 from gitml.cli import main
-from gitml.config import compose_params, load_params
+from gitml.config import compose_params, dataset_schema, load_params
 from gitml.errors import GitmlError
-from gitml.gates import stage
 from gitml.gates.champion import ChampionConfig, champion_checks
 from gitml.gates.fairness import fairness_checks, gated_limits
 from gitml.paths import Paths
 from gitml.scratch import scratch_env
+from gitml.stages import gate
+from tests.conftest import Trained
 
 PROTECTED = ["sex", "race", "age"]
 SUMMARY = {"equal_opportunity_difference": 0.08, "demographic_parity_ratio": 0.30, "base_rate_ratio": 0.36}
@@ -222,7 +224,7 @@ def test_a_shallow_clone_finds_main_once_fetched(history: Path, tmp_path: Path) 
 
 
 @pytest.fixture
-def gate_repo(repo: Path, tmp_path: Path) -> Paths:
+def gate_repo(repo: Path, trained_sample: Trained, tmp_path: Path) -> Paths:
     """conf/ and the committed reports of this repository, in a directory that is not a git repository."""
     root = tmp_path / "gate"
     shutil.copytree(repo / "conf", root / "conf")
@@ -232,6 +234,15 @@ def gate_repo(repo: Path, tmp_path: Path) -> Paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(repo / path.relative_to(root), path)
     write_deepchecks(paths, [("PASS", "Feature Drift"), ("WARN", "New Category")])
+    # The committed model files live in DVC, not in a fresh clone: the suite's sample bundle, with a
+    # manifest that records the committed metrics, stands in for them.
+    shutil.copytree(trained_sample[0].models, paths.models)
+    params = load_params(paths.params)
+    metrics = json.loads(paths.metrics.read_text())
+    write_manifest(
+        paths.models, params["data"], dataset_schema(params, paths.params), {}, params,
+        {**metrics["test"], "threshold": metrics["threshold"]["value"]},
+    )  # fmt: skip
     return paths
 
 
@@ -255,7 +266,7 @@ def test_the_gate_writes_every_check_and_passes_the_committed_model(
     assert main(["--root", str(gate_repo.root), "gate"]) == 0
     report = json.loads(gate_repo.gate.read_text(encoding="utf-8"))
     kinds = {c["kind"] for c in report["checks"]}
-    assert kinds == {"deepchecks", "fairness", "champion"}
+    assert kinds == {"bundle", "deepchecks", "fairness", "champion"}
     configured = gated_limits(load_params(gate_repo.params)["gates"]["fairness"], "params.yaml", PROTECTED)
     fairness = [c["name"] for c in report["checks"] if c["kind"] == "fairness"]
     assert fairness == [f"fairness/{a}/{m}" for a, ms in configured.items() for m in ms]
@@ -295,7 +306,7 @@ def test_a_tightened_limit_fails_the_committed_model(gate_repo: Paths) -> None:
     compose_params(
         gate_repo.conf, gate_repo.params, ["gates.fairness.attributes.sex.equalized_odds_difference.max=0.05"]
     )
-    report = stage.run(load_params(gate_repo.params), gate_repo)
+    report = gate.run(load_params(gate_repo.params), gate_repo)
     failed = [c["name"] for c in report["checks"] if not c["passed"]]
     assert failed == ["fairness/sex/equalized_odds_difference"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,11 +15,9 @@ import pytest
 from gitml.config import load_params
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
-from gitml.evaluate import stage as evaluate
-from gitml.gates import suites
-from gitml.model import export, train
 from gitml.paths import Paths
-from tests.conftest import toy_config
+from gitml.stages import deepchecks
+from tests.conftest import copy_repo, toy_config
 
 Report = dict[str, Any]
 Trained = tuple[Paths, Report]
@@ -28,19 +25,10 @@ CATEGORIES = {"PASS", "WARN", "FAIL", "ERROR"}
 
 
 @pytest.fixture(scope="module")
-def trained(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """train -> export -> evaluate -> deepchecks, once for the module."""
-    paths = copy_repo(adult_sample, tmp_path_factory.mktemp("suites"))
-    params = load_params(paths.params)
-    for stage in (train, export, evaluate):
-        stage.run(params, paths)
-    return paths, suites.run(params, paths)
-
-
-def copy_repo(paths: Paths, parent: Path) -> Paths:
-    root = parent / f"repo{len(list(parent.iterdir()))}"
-    shutil.copytree(paths.root, root, symlinks=True)
-    return Paths(root)
+def trained(trained_sample: tuple[Paths, Any], tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The suite's trained sample (tests/conftest.py), copied, and the deepchecks stage run on it once."""
+    paths = copy_repo(trained_sample[0], tmp_path_factory.mktemp("suites"))
+    return paths, deepchecks.run(load_params(paths.params), paths)
 
 
 def outcome(report: Report, suite: str, check: str) -> dict[str, str]:
@@ -64,14 +52,14 @@ def test_every_suite_writes_its_report_and_every_condition(trained: Trained) -> 
     paths, report = trained
     assert json.loads(paths.deepchecks_results.read_text()) == report
     assert str(paths.root) not in paths.deepchecks_results.read_text()
-    assert list(report["suites"]) == list(suites.SUITES)
+    assert list(report["suites"]) == list(deepchecks.SUITES)
     for name, entry in report["suites"].items():
         html = paths.root / entry["html"]
         assert entry["html"] == f"reports/deepchecks/{name}.html"
         assert 1_000_000 < html.stat().st_size < 15_000_000, name  # plotly.js inside, the charts small
         conditions = [c for c in report["conditions"] if c["suite"] == name]
         assert len(conditions) >= entry["checks"] > 0, name  # every check carries a condition
-    assert sorted(p.name for p in paths.deepchecks.iterdir()) == sorted(f"{n}.html" for n in suites.SUITES)
+    assert sorted(p.name for p in paths.deepchecks.iterdir()) == sorted(f"{n}.html" for n in deepchecks.SUITES)
     for item in report["conditions"]:
         assert item["category"] in CATEGORIES
         assert item["condition"]
@@ -87,7 +75,7 @@ def test_performance_bias_covers_every_protected_attribute(trained: Trained) -> 
     paths, report = trained
     schema = DatasetSchema.from_config(load_params(paths.params)["data"])
     checks = {c["check"] for c in report["conditions"] if c["suite"] == "performance_bias"}
-    assert checks == {f"Performance Bias - {suites.group_column(schema, c.name)}" for c in schema.protected_columns}
+    assert checks == {f"Performance Bias - {deepchecks.group_column(schema, c.name)}" for c in schema.protected_columns}
     assert "Performance Bias - age (band)" in checks  # age is scored by its bands, not as a number
     bias = outcome(report, "performance_bias", "Performance Bias - sex")
     assert bias["condition"] == "Performance differences are bounded between -0.05 and inf."
@@ -102,7 +90,7 @@ def test_a_schema_without_protected_attributes_has_an_empty_bias_suite(trained: 
             column["role"] = "feature"
             for key in ("feature", "bands"):
                 column.pop(key, None)
-    report = suites.run(params, paths)
+    report = deepchecks.run(params, paths)
     assert report["suites"]["performance_bias"]["checks"] == 0
     assert not [c for c in report["conditions"] if c["suite"] == "performance_bias"]
     assert (paths.root / report["suites"]["performance_bias"]["html"]).is_file()
@@ -117,7 +105,7 @@ def test_a_column_in_other_units_in_test_fails_drift(trained: Trained, tmp_path:
         frame[column] = frame[column] * 12
 
     rewrite_split(paths, "test", in_months)
-    report = suites.run(load_params(paths.params), paths)
+    report = deepchecks.run(load_params(paths.params), paths)
     drift = outcome(report, "train_test_validation", "Feature Drift")
     assert drift["category"] == "FAIL"
     assert first_numeric_feature(DatasetSchema.from_config(load_params(paths.params)["data"])) in drift["details"]
@@ -133,7 +121,7 @@ def test_a_column_filled_in_from_the_outcome_fails_leakage(trained: Trained, tmp
         frame[first_numeric_feature(schema)] = (frame[schema.label.name] == schema.positive_class).astype("int64")
 
     rewrite_split(paths, "train", leak)
-    report = suites.run(load_params(paths.params), paths)
+    report = deepchecks.run(load_params(paths.params), paths)
     column = first_numeric_feature(DatasetSchema.from_config(load_params(paths.params)["data"]))
     assert outcome(trained[1], "data_integrity", "Feature Label Correlation")["category"] == "PASS"
     leaked = outcome(report, "data_integrity", "Feature Label Correlation")
@@ -146,10 +134,10 @@ def test_a_column_filled_in_from_the_outcome_fails_leakage(trained: Trained, tmp
 
 def test_a_second_run_replaces_the_reports_and_writes_the_same_results(trained: Trained, tmp_path: Path) -> None:
     paths = copy_repo(trained[0], tmp_path)  # the reports of the first run are there
-    suites.run(load_params(paths.params), paths)
+    deepchecks.run(load_params(paths.params), paths)
     assert paths.deepchecks_results.read_bytes() == trained[0].deepchecks_results.read_bytes()
     # Deepchecks, given a file name, would write "name (1).html" next to an existing report.
-    assert sorted(p.name for p in paths.deepchecks.iterdir()) == sorted(f"{n}.html" for n in suites.SUITES)
+    assert sorted(p.name for p in paths.deepchecks.iterdir()) == sorted(f"{n}.html" for n in deepchecks.SUITES)
 
 
 @pytest.mark.parametrize(
@@ -173,15 +161,15 @@ def test_config_mistakes_name_the_key(trained: Trained, change: dict[str, Any], 
     params = load_params(paths.params)
     params["gates"]["deepchecks"] = change
     with pytest.raises(GitmlError, match=message):
-        suites.run(params, paths)
+        deepchecks.run(params, paths)
 
 
 @pytest.mark.parametrize("name", ["model.onnx", "preprocess.json", "threshold.json"])
 def test_a_missing_model_file_names_the_stage_to_run(trained: Trained, tmp_path: Path, name: str) -> None:
     paths = copy_repo(trained[0], tmp_path)
     (paths.models / name).unlink()
-    with pytest.raises(GitmlError, match=rf"{name}: not found; .*\(dvc repro evaluate\)"):
-        suites.run(load_params(paths.params), paths)
+    with pytest.raises(GitmlError, match=rf"{name}: not found; the \w+ stage writes it. Re-run the pipeline"):
+        deepchecks.run(load_params(paths.params), paths)
 
 
 def toy_split(n: int, seed: int) -> pd.DataFrame:
@@ -204,7 +192,7 @@ def toy_split(n: int, seed: int) -> pd.DataFrame:
 def test_datasets_come_from_the_schema_alone() -> None:
     """Nothing names an Adult column: the toy schema's features, categories, groups and label."""
     schema = DatasetSchema.from_config(toy_config())
-    built = suites.datasets(schema, {"train": toy_split(60, 0), "test": toy_split(40, 1)})
+    built = deepchecks.datasets(schema, {"train": toy_split(60, 0), "test": toy_split(40, 1)})
     data, groups = built["train"]
     assert data.features == ["age", "city", "balance", "segment"]  # the identifier is never checked
     assert sorted(data.cat_features) == ["city", "segment"]
@@ -219,7 +207,7 @@ def test_datasets_come_from_the_schema_alone() -> None:
 
 def test_the_positive_class_is_the_one_deepchecks_scores() -> None:
     """Deepchecks sorts the classes and scores the second; the names keep the positive one there."""
-    assert suites.class_names(DatasetSchema.from_config(toy_config())) == ("no", "yes")
+    assert deepchecks.class_names(DatasetSchema.from_config(toy_config())) == ("no", "yes")
     config = toy_config()
     config["columns"]["churned"] = {
         "dtype": "categorical",
@@ -227,7 +215,7 @@ def test_the_positive_class_is_the_one_deepchecks_scores() -> None:
         "role": "label",
         "positive": "left",
     }
-    assert suites.class_names(DatasetSchema.from_config(config)) == ("0: stayed", "1: left")
+    assert deepchecks.class_names(DatasetSchema.from_config(config)) == ("0: stayed", "1: left")
 
 
 def test_pages_that_differ_only_in_random_ids_and_check_order_are_written_alike() -> None:
@@ -241,10 +229,12 @@ def test_pages_that_differ_only_in_random_ids_and_check_order_are_written_alike(
         )
 
     names = ["Label Drift", "Feature Drift", "New Category Train Test", "Multivariate Drift"]
-    first = suites.stable_html(
+    first = deepchecks.stable_html(
         page(str(uuid.uuid4()), "T_1a2b3", "Label Drift, Feature Drift, New Category"), "s", names
     )
-    second = suites.stable_html(page(str(uuid.uuid4()), "T_9f8e7", "Multivariate Drift, Label Drift, X"), "s", names)
+    second = deepchecks.stable_html(
+        page(str(uuid.uuid4()), "T_9f8e7", "Multivariate Drift, Label Drift, X"), "s", names
+    )
     assert first == second
     assert "these checks: Feature Drift, Label Drift, Multivariate Drift, New Category Train Test." in first
     assert first.count("T_00000") == 2  # the table's id, consistently replaced

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from gitml.config import compose_params, load_params
-from gitml.model import train as train_stage
 from gitml.model.resume import ENV, LAST, checkpoint_root, resume_key
 from gitml.paths import Paths
-from tests.model.conftest import TINY
+from gitml.stages import train as train_stage
+from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow  # four runs of `gitml train`, each mostly importing torch
 

@@ -14,21 +14,20 @@ import pandas as pd
 import pytest
 import torch
 
+from gitml.bundle.runtime import onnx_scores
 from gitml.cli import main
 from gitml.config import compose_params, load_params
 from gitml.data.features import PreprocessSpec, matrices
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
-from gitml.evaluate import stage as evaluate
 from gitml.evaluate.threshold import choose_threshold
-from gitml.model import export, train
 from gitml.model.lightning import TabularClassifier
-from gitml.model.runtime import onnx_scores
 from gitml.paths import Paths
+from gitml.stages import evaluate, export, train
+from tests.conftest import Trained, copy_repo
 
 Fresh = Callable[..., Paths]
 Reports = dict[str, dict[str, Any]]
-Trained = tuple[Paths, Reports]
 
 
 def run_all(paths: Paths) -> Reports:
@@ -41,13 +40,9 @@ def run_all(paths: Paths) -> Reports:
 
 
 @pytest.fixture(scope="module")
-def trained(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    import shutil
-
-    root = tmp_path_factory.mktemp("trained") / "repo"
-    shutil.copytree(adult_sample.root, root, symlinks=True)
-    paths = Paths(root)
-    return paths, run_all(paths)
+def trained(trained_sample: Trained, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """The suite's trained sample (tests/conftest.py), copied: tests here write into it."""
+    return copy_repo(trained_sample[0], tmp_path_factory.mktemp("stages")), trained_sample[1]
 
 
 def test_train_writes_the_spec_the_checkpoint_and_dvclive_curves(trained: Trained) -> None:
@@ -246,7 +241,7 @@ def test_another_dataset_runs_end_to_end(repo: Path, tmp_path: Path, monkeypatch
     paths = Paths(tmp_path)
     overrides = ["data=toy", "split.stratify=[churned]", "split.reference_rows=100", "evaluate.min_group_size=20"]
     from gitml.config import compose_params
-    from tests.model.conftest import TINY
+    from tests.conftest import TINY
 
     compose_params(paths.conf, paths.params, [*TINY, *overrides])
     for command in ("ingest", "split", "train", "export", "evaluate"):

@@ -110,7 +110,7 @@ def test_trainer_configs_compose_into_valid_trainer_arguments(repo: Path, tmp_pa
 
 
 def test_default_trainer_builds_on_this_machine(repo: Path, tmp_path: Path) -> None:
-    from gitml.model.train import build_trainer
+    from gitml.stages.train import build_trainer
 
     trainer_cfg = compose(repo, tmp_path)["trainer"]
     assert isinstance(trainer_cfg, dict)

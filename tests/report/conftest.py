@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from gitml.paths import Paths
-from gitml.report import stage
 from gitml.scratch import scratch_env
+from gitml.stages import report
 
 REPO = Path(__file__).resolve().parents[2]
 COMMITTED = ("reports", "dvclive", "params.yaml", "dvc.lock", ".gitignore")
@@ -172,7 +172,7 @@ class Reported:
 
 def report_on(root: Path, cfg: dict[str, Any] | None = None) -> Reported:
     paths = Paths(root)
-    result = stage.run(cfg if cfg is not None else load_cfg(root), paths)
+    result = report.run(cfg if cfg is not None else load_cfg(root), paths)
     return Reported(
         paths, result, paths.report.read_text(encoding="utf-8"), paths.model_card.read_text(encoding="utf-8")
     )

@@ -15,8 +15,8 @@ from PIL import Image
 
 from gitml.errors import GitmlError
 from gitml.paths import Paths
-from gitml.report import stage
 from gitml.report.markdown import number
+from gitml.stages import report
 from tests.report.conftest import (
     ACCURACY_STEP,
     BRANCH,
@@ -186,7 +186,7 @@ def test_without_metrics_it_asks_for_the_pipeline(tmp_path: Path) -> None:
     extract_committed(tmp_path)
     (tmp_path / "reports" / "metrics.json").unlink()
     with pytest.raises(GitmlError, match=r"metrics.json: not found .* Run `dvc repro` first"):
-        stage.run(load_cfg(tmp_path), Paths(tmp_path))
+        report.run(load_cfg(tmp_path), Paths(tmp_path))
 
 
 def test_the_cli_prints_the_message(origin: Path, tmp_path: Path) -> None:

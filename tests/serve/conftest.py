@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,42 +16,18 @@ from typing import Any
 import httpx
 import pandas as pd
 import pytest
-import yaml
 
 from gitml.config import load_params
-from gitml.evaluate import stage as evaluate
-from gitml.model import export, train
 from gitml.paths import Paths
-from tests.model.conftest import adult_sample, fresh_copy  # noqa: F401
+from tests.conftest import Trained, copy_repo
 
 MODEL_VERSION, GIT_SHA = "v1.4.2", "0123456789abcdef0123456789abcdef01234567"
 
 
 @pytest.fixture(scope="session")
-def served(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Paths:  # noqa: F811
-    """The sample repository trained, exported and evaluated, with a dvc.lock naming its train split."""
-    root = tmp_path_factory.mktemp("served") / "repo"
-    shutil.copytree(adult_sample.root, root, symlinks=True)
-    paths = Paths(root)
-    params = load_params(paths.params)
-    train.run(params, paths)
-    export.run(params, paths)
-    evaluate.run(params, paths)
-    train_split = paths.split_file("train")
-    md5 = hashlib.md5(train_split.read_bytes()).hexdigest()  # what DVC records
-    lock = {
-        "schema": "2.0",
-        "stages": {
-            "train": {
-                "cmd": "gitml train",
-                "deps": [
-                    {"path": train_split.relative_to(root).as_posix(), "hash": "md5", "md5": md5},
-                ],
-            }
-        },
-    }
-    (root / "dvc.lock").write_text(yaml.safe_dump(lock), encoding="utf-8")
-    return paths
+def served(trained_sample: Trained, tmp_path_factory: pytest.TempPathFactory) -> Paths:
+    """The suite's trained sample (tests/conftest.py), copied: the server writes its log beside it."""
+    return copy_repo(trained_sample[0], tmp_path_factory.mktemp("served"))
 
 
 def request_records(paths: Paths) -> list[dict[str, Any]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import socket
 import subprocess
@@ -36,15 +38,28 @@ def test_a_missing_model_file_names_the_stage_that_writes_it(
     assert "Traceback" not in err
 
 
-def test_a_damaged_model_or_spec_is_reported(served: Paths, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def vouch(paths: Paths, name: str) -> None:
+    """Record a file's new sha256 in the manifest, as if the bundle had been made so."""
+    manifest = json.loads(paths.manifest.read_text())
+    manifest["files"][name] = hashlib.sha256((paths.models / name).read_bytes()).hexdigest()
+    paths.manifest.write_text(json.dumps(manifest))
+
+
+def test_a_damaged_model_or_threshold_is_reported(
+    served: Paths, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     paths = copy_of(served, tmp_path)
     paths.onnx.write_bytes(b"not a model")
     assert main(["--root", str(paths.root), "serve"]) == 1
-    assert "ONNX Runtime cannot load it" in capsys.readouterr().err
+    assert "model.onnx: its sha256" in capsys.readouterr().err  # the manifest does not vouch for it
+    vouch(paths, "model.onnx")
+    assert main(["--root", str(paths.root), "serve"]) == 1
+    assert "model.onnx: ONNX Runtime cannot load it" in capsys.readouterr().err
     paths = copy_of(served, tmp_path / "second")
     paths.threshold.write_text("{}", encoding="utf-8")
+    vouch(paths, "threshold.json")
     assert main(["--root", str(paths.root), "serve"]) == 1
-    assert "no threshold in it" in capsys.readouterr().err
+    assert "threshold.json: threshold None is not a probability" in capsys.readouterr().err
 
 
 def test_an_unwritable_log_directory_is_refused(

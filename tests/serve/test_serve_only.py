@@ -61,7 +61,7 @@ def test_the_serve_extra_installs_no_pipeline_package_and_stays_small(serve_venv
     assert found.stdout.strip() == ""
     site = next((serve_venv / "lib").glob("python3.*/site-packages"))
     size = _size_mb(site)
-    print(f"serve-only site-packages: {size:.0f} MB")  # the README quotes it
+    print(f"serve-only site-packages: {size:.0f} MB")  # docs/benchmarks.md quotes it
     assert size < SIZE_GOAL_MB
 
 

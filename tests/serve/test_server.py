@@ -69,10 +69,10 @@ def test_health_ready_and_version_describe_the_model(server: Server, served: Pat
     assert httpx.get(f"{server.url}/ready").json() == {"ready": True, "reasons": []}
     version = httpx.get(f"{server.url}/version").json()
     threshold = json.loads(served.threshold.read_text())["threshold"]
-    train_md5 = hashlib.md5(served.split_file("train").read_bytes()).hexdigest()
+    train_sha256 = hashlib.sha256(served.split_file("train").read_bytes()).hexdigest()
     assert version["model_version"] == MODEL_VERSION
     assert version["git_sha"] == GIT_SHA
-    assert version["data_hash"] == train_md5
+    assert version["data_hash"] == train_sha256  # from the manifest, not git or dvc.lock
     assert version["model_sha256"] == hashlib.sha256(served.onnx.read_bytes()).hexdigest()
     assert version["threshold"] == threshold
     assert version["dataset"] == "adult"

@@ -1,17 +1,10 @@
-"""Choosing the decision threshold on the validation split, and reading back the one chosen.
-
-NumPy only: the Deepchecks stage and the torch-free server both read models/threshold.json here.
-"""
+"""Choosing the decision threshold on the validation split (threshold.json is read by gitml.bundle)."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from gitml.errors import GitmlError
 from gitml.evaluate import Floats
-from gitml.paths import Paths
 
 RULES = ("max_f1", "max_accuracy", "youden", "fixed")
 
@@ -45,13 +38,3 @@ def choose_threshold(scores: Floats, y: Floats, rule: str, value: float) -> floa
     best = int(np.argmax(objective))
     return float(sorted_scores[last[best]])
 
-
-def read_threshold(paths: Paths) -> float:
-    """The decision threshold the evaluate stage chose on validation."""
-    try:
-        value = json.loads(paths.threshold.read_text(encoding="utf-8"))["threshold"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise GitmlError(f"{paths.threshold}: no threshold in it ({exc}); re-run the evaluate stage.") from exc
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise GitmlError(f"{paths.threshold}: threshold {value!r} is not a probability; re-run the evaluate stage.")
-    return float(value)

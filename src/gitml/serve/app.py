@@ -12,7 +12,7 @@ import gc
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from gitml.errors import GitmlError
 from gitml.paths import Paths
 from gitml.serve.config import ServeConfig
 from gitml.serve.metrics import MetricsMiddleware, ServerMetrics
-from gitml.serve.model import ServedModel
+from gitml.serve.model import Lineage, ServedModel
 from gitml.serve.predlog import FEEDBACK, PREDICTIONS, Clock, PredictionLog
 from gitml.serve.requests import (
     Anonymizer,
@@ -117,7 +117,7 @@ def _response_schemas(classes: tuple[str, str]) -> dict[str, dict[str, Any]]:
         "class": {"type": "string", "enum": list(classes), "description": "the class decided on"},
     }
     common = {"request_id": {**string, "description": "quote it in POST /feedback"}, "model_version": string}
-    lineage = ("model_version", "git_sha", "data_hash", "model_sha256", "dataset", "positive_class", "gitml")
+    lineage = (*(f.name for f in fields(Lineage)), "dataset", "positive_class", "gitml")
     return {
         "Prediction": _object(prediction),
         "PredictionResponse": _object({**common, **prediction}),
@@ -208,7 +208,7 @@ def create_app(
     params = load_params(paths.params)
     config = ServeConfig.from_config(section(params, "serve", paths.params), paths.params.name, paths.root)
     config = config.with_overrides(host, port, log_dir)
-    model = ServedModel(paths, params, os.environ if env is None else env)
+    model = ServedModel(paths.models, os.environ if env is None else env)
     lineage = model.lineage
     schema = model.schema
     log = PredictionLog(config.log)

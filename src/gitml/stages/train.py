@@ -274,3 +274,13 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     write_json(paths.train_report, report)
     finish(resume_dir)
     return report
+
+
+def message(report: dict[str, Any], paths: Paths) -> str:
+    if not report:  # a DDP process other than rank 0
+        return "train: done on this process"
+    best = ", ".join(f"{k} {v:.4f}" for k, v in report["best"].items())
+    return (
+        f"train: {report['epochs']} epochs on {report['device']}, "
+        f"best epoch {report['best_epoch']} ({best}) -> {paths.checkpoint.relative_to(paths.root)}"
+    )

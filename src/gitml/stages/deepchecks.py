@@ -30,15 +30,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from gitml.bundle import load as load_bundle
+from gitml.bundle import runtime
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
-from gitml.data.features import PreprocessSpec, labels, matrices
+from gitml.data.features import labels, matrices
 from gitml.data.schema import DatasetSchema
 from gitml.data.split import load_split
-from gitml.errors import GitmlError
-from gitml.evaluate.threshold import read_threshold
 from gitml.io import write_json
-from gitml.model.runtime import onnx_scores
 from gitml.paths import Paths
 
 SUITES = ("data_integrity", "train_test_validation", "model_evaluation", "performance_bias")
@@ -307,18 +306,15 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     gates = section(cfg, "gates", paths.params)
     config = read_config(gates.get("deepchecks", {}), paths.params.name)
     schema = dataset_schema(cfg, paths.params)
-    for path in (paths.preprocess, paths.onnx, paths.threshold):
-        if not path.is_file():
-            raise GitmlError(f"{path}: not found; run the pipeline up to the evaluate stage (dvc repro evaluate).")
-    spec = PreprocessSpec.load(paths.preprocess)
-    threshold = read_threshold(paths)
+    bundle = load_bundle(paths.models)
+    spec, threshold, session = bundle.spec, bundle.threshold.value, bundle.session()
     frames = {name: load_split(paths, name) for name in ("train", "test")}
 
     negative, positive = class_names(schema)
     proba: dict[str, npt.NDArray[np.float64]] = {}
     predicted: dict[str, npt.NDArray[np.str_]] = {}
     for name, frame in frames.items():
-        scores = onnx_scores(paths.onnx, matrices(spec, schema, frame)[0]).astype(np.float64)
+        scores = runtime.run(session, matrices(spec, schema, frame)[0]).astype(np.float64)
         proba[name] = np.column_stack([1 - scores, scores])
         predicted[name] = np.where(scores >= threshold, positive, negative)
 
@@ -368,3 +364,14 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
             report["conditions"] += outcomes(name, suites[name], results[name])
     write_json(paths.deepchecks_results, report)
     return report
+
+
+def message(results: dict[str, Any], paths: Paths) -> str:
+    counts: dict[str, int] = {}
+    for item in results["conditions"]:
+        counts[item["category"]] = counts.get(item["category"], 0) + 1
+    tally = ", ".join(f"{n} {category}" for category, n in sorted(counts.items())) or "no conditions"
+    return (
+        f"deepchecks: {len(results['suites'])} suites, {len(results['conditions'])} conditions ({tally}); "
+        f"HTML in {paths.deepchecks.relative_to(paths.root)}/"
+    )

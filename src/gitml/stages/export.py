@@ -2,7 +2,8 @@
 
 The ONNX graph takes the preprocessed matrix (`features`, float32, any number of rows) and gives
 the positive-class probability (`probability`, one per row). The preprocessing spec's SHA-256 is
-stored in the model's metadata, so a server can refuse a spec that does not belong to it.
+stored in the model's metadata (gitml.bundle.SPEC_KEY): loading the bundle refuses a spec that does not
+belong to the model.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from gitml.bundle import SPEC_KEY
+from gitml.bundle.runtime import INPUT, OUTPUT, onnx_scores
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
 from gitml.data.features import PreprocessSpec, matrices
@@ -24,7 +27,6 @@ from gitml.data.split import load_split
 from gitml.errors import GitmlError
 from gitml.io import write_json
 from gitml.model.lightning import Probability, TabularClassifier
-from gitml.model.runtime import INPUT, OUTPUT, onnx_scores
 from gitml.paths import Paths
 
 
@@ -109,7 +111,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     model = Probability(module.network).eval()
     metadata = {
         "gitml.dataset": spec.dataset,
-        "gitml.preprocess_sha256": spec.sha256,
+        SPEC_KEY: spec.sha256,
         "gitml.inputs": ",".join(spec.input_columns),
         "gitml.width": str(spec.width),
     }
@@ -124,3 +126,10 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
             "compute what the trained network does: check custom layers in conf/model/ export to ONNX, or the opset."
         )
     return report
+
+
+def message(report: dict[str, Any], paths: Paths) -> str:
+    return (
+        f"export: {paths.onnx.relative_to(paths.root)} ({report['bytes']:,} bytes); parity on {report['rows']:,} "
+        f"test rows: max |p_torch - p_onnx| = {report['max_abs_diff']:.2g} <= {report['tolerance']:g}"
+    )

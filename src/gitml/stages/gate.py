@@ -1,8 +1,8 @@
 """`gitml gate`: every check of the gate in reports/gate.json, and the verdict.
 
 It runs after `dvc repro`, not as a DVC stage: the champion comes from git (GTO's tags, main's
-commits), which DVC does not track. It reads what the pipeline wrote (the Deepchecks results,
-the test metrics, their bootstrap intervals), always writes its report, and exits 0 whatever the
+commits), which DVC does not track. It reads what the pipeline wrote (the model bundle, the
+Deepchecks results, the test metrics, their bootstrap intervals), always writes its report, and exits 0 whatever the
 verdict; `gitml gate --check` is what fails a run (make run, CI) on a failed verdict.
 """
 
@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gitml.bundle import load as load_bundle
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
+from gitml.errors import GitmlError
 from gitml.gates.champion import ChampionConfig, champion_checks, find_champion
 from gitml.gates.checks import Check, number, verdict
 from gitml.gates.fairness import fairness_checks, gated_limits
@@ -37,6 +39,25 @@ def deepchecks_checks(results: Mapping[str, Any]) -> list[Check]:
     return checks
 
 
+def bundle_check(paths: Paths, metrics: Mapping[str, Any]) -> Check:
+    """The model bundle verifies (gitml.bundle.load), and its manifest records the metrics the gate judges."""
+    name = "bundle/verified"
+    try:
+        bundle = load_bundle(paths.models)
+    except GitmlError as exc:
+        return Check(name, "bundle", None, None, False, str(exc))
+    recorded = bundle.manifest.metrics
+    differ = sorted(k for k, v in metrics.get("test", {}).items() if k in recorded and recorded[k] != v)
+    if differ:
+        return Check(
+            name, "bundle", None, None, False,
+            f"{paths.manifest.name} records other test metrics ({', '.join(differ)}) than {paths.metrics.name}: "
+            "the bundle and the evaluation come from different runs. Re-run `dvc repro`.",
+        )  # fmt: skip
+    files = ", ".join(sorted(bundle.manifest.files))
+    return Check(name, "bundle", None, None, True, f"{files} match {paths.manifest.name} (sha256)")
+
+
 def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     """Gather every check, decide, write reports/gate.json; returns what it holds."""
     source = paths.params.name
@@ -50,6 +71,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     baseline = find_champion(paths.root, config)
 
     checks = [
+        bundle_check(paths, metrics),
         *deepchecks_checks(results),
         *fairness_checks(limits, metrics["fairness"], intervals.get("fairness", {}), float(intervals["confidence"])),
         *champion_checks(config, baseline, metrics, limits, intervals.get("fairness", {})),
@@ -93,3 +115,7 @@ def check(paths: Paths) -> tuple[bool, str]:
     if paths.report.is_file():
         lines.append(f"report: {paths.report.relative_to(paths.root)}")
     return passed, "\n".join(lines)
+
+
+def message(report: dict[str, Any], paths: Paths) -> str:
+    return f"gate: {report['verdict']}: {report['reason']} -> {paths.gate.relative_to(paths.root)}"

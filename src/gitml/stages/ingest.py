@@ -132,3 +132,11 @@ def run(cfg: Mapping[str, Any], paths: Paths, env: Mapping[str, str] | None = No
         )
     write_parquet(paths.clean, clean)
     return IngestResult(rows_read, len(clean), len(quarantine), dict(by_reason), report)
+
+
+def message(result: IngestResult, paths: Paths) -> str:
+    reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(result.quarantined_by_reason.items())) or "none"
+    return (
+        f"ingest: {result.rows_read:,} rows read -> {result.rows_clean:,} clean, "
+        f"{result.rows_quarantined:,} quarantined ({reasons})"
+    )

@@ -3,7 +3,8 @@
 Writes reports/metrics.json (headline metrics and the fairness summaries, a DVC metrics file),
 reports/fairness.json (every group of every protected attribute), reports/intervals.json
 (bootstrap confidence intervals of both), the plot data under
-reports/plots/, models/threshold.json (for the server), and the test scores.
+reports/plots/, models/threshold.json and the test scores. It completes the model bundle
+(gitml.bundle) and writes its manifest, models/manifest.json.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gitml.bundle import Threshold, check_model_spec, write_manifest
+from gitml.bundle.runtime import onnx_scores
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
 from gitml.data.features import PreprocessSpec, matrices
-from gitml.data.split import load_split
+from gitml.data.split import SPLITS, load_split
 from gitml.errors import GitmlError
 from gitml.evaluate.bootstrap import (
     BootstrapConfig,
@@ -32,7 +35,6 @@ from gitml.evaluate.metrics import fairness_summary, group_codes, group_metrics,
 from gitml.evaluate.plots import write_plots
 from gitml.evaluate.threshold import RULES, choose_threshold
 from gitml.io import write_json, write_parquet
-from gitml.model.runtime import onnx_scores
 from gitml.paths import Paths
 
 BOOTSTRAP_KEYS = {"resamples", "confidence", "seed"}
@@ -71,6 +73,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     spec = PreprocessSpec.load(paths.preprocess)
     if not paths.onnx.is_file():
         raise GitmlError(f"{paths.onnx}: not found; run the export stage first (dvc repro export).")
+    check_model_spec(paths.onnx, spec.sha256)
 
     x_val, y_val = matrices(spec, schema, load_split(paths, "val"))
     # Rounded once, here: the server reads the same number from models/threshold.json.
@@ -126,12 +129,26 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     )
     labels = tuple(c for c in (schema.label.categories or ()) if c != schema.positive_class)[:1] or ("negative",)
     write_plots(paths.plots, scores, y_test, threshold, (labels[0], schema.positive_class), per_attribute, bins)
-    write_json(
-        paths.threshold,
-        {"threshold": threshold, "rule": rule, "chosen_on": "val", "positive_class": schema.positive_class},
-    )
+    write_json(paths.threshold, Threshold(threshold, rule, "val", schema.positive_class).as_json())
     write_parquet(
         paths.test_scores,
         pd.DataFrame({"row": range(len(scores)), "score": scores, "decision": scores >= threshold}),
     )
+    # The last file of the bundle is written: record it, with what it was built from.
+    write_manifest(
+        paths.models,
+        section(cfg, "data", paths.params),
+        schema,
+        {name: paths.split_file(name) for name in SPLITS},
+        cfg,
+        {**metrics["test"], "threshold": threshold},
+    )
     return metrics
+
+
+def message(metrics: dict[str, Any], paths: Paths) -> str:
+    test = metrics["test"]
+    return (
+        f"evaluate: test AUROC {test['auroc']:.4f}, accuracy {test['accuracy']:.4f} at threshold "
+        f"{metrics['threshold']['value']:.3f} ({metrics['threshold']['rule']} on val)"
+    )

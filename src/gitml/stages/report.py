@@ -67,3 +67,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         "compared_with": baseline.description if baseline.exists else None,
         "commit": lineage.commit,
     }
+
+
+def message(result: dict[str, Any], paths: Paths) -> str:
+    return str(result["message"])

@@ -1,0 +1,258 @@
+"""The model bundle: what training hands to everything that scores, gates, reports or serves.
+
+A bundle is the folder `models/` with four files:
+
+  model.onnx       the network (ONNX; features in, positive-class probability out)   export stage
+  preprocess.json  the fitted preprocessing, applied with NumPy alone                train stage
+  threshold.json   the decision threshold chosen on the validation split             evaluate stage
+  manifest.json    format version, sha256 of the three files, the dataset schema,    evaluate stage
+                   label and classes, data and params hashes, the test metrics
+
+The evaluate stage completes the bundle and writes its manifest (`write_manifest`); every reader
+opens it with `load`, which checks the format version, each file's sha256 against the manifest
+and the preprocessing's sha256 against the one export wrote into the ONNX metadata. A bundle that
+fails a check is refused with a message that names the file. NumPy and ONNX Runtime only: the
+server (the `serve` extra, no torch, no git, no dvc.lock) loads the bundle through this module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from gitml.data.features import PreprocessSpec
+from gitml.data.schema import DatasetSchema
+from gitml.errors import GitmlError
+from gitml.paths import MANIFEST, MODEL, PREPROCESS, THRESHOLD
+
+FORMAT_VERSION = 1
+FILES = (MODEL, PREPROCESS, THRESHOLD)  # what the manifest vouches for
+WRITTEN_BY = {PREPROCESS: "train", MODEL: "export", THRESHOLD: "evaluate", MANIFEST: "evaluate"}
+# The ONNX metadata key under which export records the preprocessing it was trained behind.
+SPEC_KEY = "gitml.preprocess_sha256"
+REBUILD = "Re-run the pipeline (`make run`, or `dvc repro`) or fetch the committed bundle (`dvc pull`)"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_json(data: Any) -> str:
+    """The sha256 of a value's canonical JSON (sorted keys, no spaces): the same for equal values."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """threshold.json: predict the positive class when the score is at or above `value`."""
+
+    value: float
+    rule: str
+    chosen_on: str
+    positive_class: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "threshold": self.value,
+            "rule": self.rule,
+            "chosen_on": self.chosen_on,
+            "positive_class": self.positive_class,
+        }
+
+    @classmethod
+    def read(cls, path: Path) -> Threshold:
+        data = _read_json(path, "evaluate")
+        value = data.get("threshold")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise GitmlError(f"{path}: threshold {value!r} is not a probability; re-run the evaluate stage.")
+        return cls(
+            float(value), str(data.get("rule", "")), str(data.get("chosen_on", "")), str(data.get("positive_class", ""))
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """manifest.json: what the bundle holds and where it came from."""
+
+    format_version: int
+    files: dict[str, str]  # file name -> sha256
+    dataset: str
+    label: str
+    positive_class: str
+    negative_class: str
+    schema: dict[str, Any]  # the `data` section of params.yaml the model was built with
+    data: dict[str, str]  # split (train, val, test) -> sha256 of the Parquet file
+    params_sha256: str  # of the params.yaml sections that shaped the bundle (PARAMS)
+    metrics: dict[str, float]  # the headline test metrics, and the threshold
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        data = _read_json(path, "evaluate")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise GitmlError(
+                f"{path}: bundle format version {version!r}, but this gitml reads version {FORMAT_VERSION}. "
+                f"The bundle was made by another version of gitml: {REBUILD}."
+            )
+        fields = {
+            "files": dict, "dataset": str, "label": str, "positive_class": str, "negative_class": str,
+            "schema": dict, "data": dict, "params_sha256": str, "metrics": dict,
+        }  # fmt: skip
+        for key, kind in fields.items():
+            if not isinstance(data.get(key), kind):
+                raise GitmlError(
+                    f"{path}: `{key}` is missing or not a {kind.__name__}; the file is damaged. {REBUILD}."
+                )
+        missing = [name for name in FILES if not isinstance(data["files"].get(name), str)]
+        if missing:
+            raise GitmlError(f"{path}: records no sha256 for {', '.join(missing)}; the file is damaged. {REBUILD}.")
+        return cls(**{key: data[key] for key in ("format_version", *fields)})
+
+
+# The params.yaml sections whose values shaped the bundle; their hash goes into the manifest.
+PARAMS = ("data", "split", "preprocess", "train", "model", "trainer", "export", "evaluate")
+
+
+def params_sha256(params: Mapping[str, Any]) -> str:
+    return sha256_json({name: params.get(name) for name in PARAMS})
+
+
+def write_manifest(
+    directory: Path,
+    schema_config: Mapping[str, Any],
+    schema: DatasetSchema,
+    data: Mapping[str, Path],
+    params: Mapping[str, Any],
+    metrics: Mapping[str, float],
+) -> Manifest:
+    """Record the finished bundle in `directory`: called once, by the stage that completes it (evaluate)."""
+    from gitml.io import write_json
+
+    missing = [name for name in FILES if not (directory / name).is_file()]
+    if missing:
+        raise GitmlError(f"{directory}: {', '.join(missing)} not found; the bundle is incomplete. {REBUILD}.")
+    negative, positive = classes(schema)
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        files={name: sha256_file(directory / name) for name in FILES},
+        dataset=schema.name,
+        label=schema.label.name,
+        positive_class=positive,
+        negative_class=negative,
+        schema=json.loads(json.dumps(dict(schema_config))),
+        data={name: sha256_file(path) for name, path in sorted(data.items())},
+        params_sha256=params_sha256(params),
+        metrics={
+            k: float(v)
+            for k, v in sorted(metrics.items())
+            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+        },
+    )
+    write_json(directory / MANIFEST, manifest.as_json())
+    return manifest
+
+
+def classes(schema: DatasetSchema) -> tuple[str, str]:
+    """(negative class, positive class): what a decision of False and of True mean."""
+    positive = schema.positive_class
+    negative = next((c for c in schema.label.categories or () if c != positive), f"not {positive}")
+    return negative, positive
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle: its files match its manifest, and the model matches its preprocessing."""
+
+    directory: Path
+    manifest: Manifest
+    spec: PreprocessSpec
+    threshold: Threshold
+    schema: DatasetSchema
+
+    @property
+    def onnx(self) -> Path:
+        return self.directory / MODEL
+
+    @property
+    def classes(self) -> tuple[str, str]:
+        return self.manifest.negative_class, self.manifest.positive_class
+
+    def session(self) -> Any:
+        """An ONNX Runtime session on the model (bundle.runtime.session)."""
+        from gitml.bundle import runtime
+
+        return runtime.session(self.onnx)
+
+
+def load(directory: Path) -> Bundle:
+    """Open and verify the bundle in `directory`; a GitmlError names the first file that fails."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        present = [name for name in FILES if (directory / name).is_file()]
+        raise GitmlError(
+            f"{manifest_path}: not found; the evaluate stage writes it when it completes the bundle "
+            f"({', '.join(present) or 'no model file'} present). {REBUILD}."
+        )
+    manifest = Manifest.read(manifest_path)
+    for name in FILES:
+        path = directory / name
+        if not path.is_file():
+            raise GitmlError(f"{path}: not found; the {WRITTEN_BY[name]} stage writes it. {REBUILD}.")
+        actual = sha256_file(path)
+        if actual != manifest.files[name]:
+            raise GitmlError(
+                f"{path}: its sha256 {actual[:12]}... is not the {manifest.files[name][:12]}... that {manifest_path} "
+                f"records: the bundle's files come from different runs, or one was changed. {REBUILD}."
+            )
+    spec = PreprocessSpec.load(directory / PREPROCESS)
+    check_model_spec(directory / MODEL, spec.sha256)
+    threshold = Threshold.read(directory / THRESHOLD)
+    schema = DatasetSchema.from_config(manifest.schema, source=f"{manifest_path}: schema")
+    if spec.dataset != schema.name or threshold.positive_class != schema.positive_class:
+        raise GitmlError(f"{manifest_path}: its schema does not describe {PREPROCESS} and {THRESHOLD}. {REBUILD}.")
+    return Bundle(directory, manifest, spec, threshold, schema)
+
+
+def model_metadata(path: Path) -> dict[str, str]:
+    """The ONNX model's metadata (key -> value), as ONNX Runtime reads it."""
+    from gitml.bundle import runtime
+
+    try:
+        return dict(runtime.session(path).get_modelmeta().custom_metadata_map)
+    except Exception as exc:  # ONNX Runtime raises its own exception types for a damaged file
+        raise GitmlError(f"{path}: ONNX Runtime cannot load it ({exc}). {REBUILD}.") from exc
+
+
+def check_model_spec(model: Path, spec_sha256: str) -> None:
+    """Refuse a model exported behind another preprocessing than the spec beside it."""
+    recorded = model_metadata(model).get(SPEC_KEY)
+    if recorded != spec_sha256:
+        raise GitmlError(
+            f"{model}: was exported for the preprocessing with sha256 {str(recorded)[:12]}..., but "
+            f"{model.parent / PREPROCESS} has {spec_sha256[:12]}...: they come from different runs. {REBUILD}."
+        )
+
+
+def _read_json(path: Path, stage: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise GitmlError(f"{path}: not found; the {stage} stage writes it. {REBUILD}.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GitmlError(f"{path}: not valid JSON ({exc}). {REBUILD}.") from exc
+    if not isinstance(data, dict):
+        raise GitmlError(f"{path}: expected a JSON object, got {type(data).__name__}. {REBUILD}.")
+    return data
