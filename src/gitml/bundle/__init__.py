@@ -156,7 +156,7 @@ def write_manifest(
         data={name: sha256_file(path) for name, path in sorted(data.items())},
         params_sha256=params_sha256(params),
         metrics={
-            k: float(v)
+            k: v if isinstance(v, int) else float(v)
             for k, v in sorted(metrics.items())
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         },
