@@ -9,9 +9,20 @@ import difflib
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from enum import Enum
+from typing import Any, Final, Literal, NoReturn
 
 from gitml.errors import GitmlError
+
+
+class _Required(Enum):
+    REQUIRED = "required"
+
+
+# The default of a ConfigReader read: the key must be there. Defaults of params.yaml's sections
+# live in conf/ only, so their readers pass none; the dataset schema's optional keys pass theirs.
+REQUIRED: Final = _Required.REQUIRED
+Required = Literal[_Required.REQUIRED]
 
 
 def suggest(word: str, choices: Sequence[str]) -> str:
@@ -42,41 +53,47 @@ class ConfigReader:
     def get(self, key: str, default: Any = None) -> Any:
         return self.mapping.get(key, default)
 
+    def _value(self, key: str, default: Any) -> Any:
+        if default is REQUIRED:
+            return self.required(key)
+        return self.mapping.get(key, default)
+
     def required(self, key: str) -> Any:
         if key not in self.mapping:
             self.fail(f"'{key}' is required")
         return self.mapping[key]
 
-    def choice(self, key: str, choices: Sequence[str], default: str | None = None) -> str:
-        value = self.mapping.get(key, default) if default is not None else self.required(key)
+    def choice(self, key: str, choices: Sequence[str], default: str | Required = REQUIRED) -> str:
+        value = self._value(key, default)
         if value not in choices:
             self.fail(f"{key} '{value}' is not one of {', '.join(choices)}{suggest(str(value), choices)}")
         return str(value)
 
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.mapping.get(key, default)
+    def boolean(self, key: str, default: bool | Required = REQUIRED) -> bool:
+        value = self._value(key, default)
         if not isinstance(value, bool):
             self.fail(f"{key} must be true or false, got {value!r}")
         return bool(value)
 
-    def number(self, key: str, default: float | None = None) -> float | None:
-        value = self.mapping.get(key, default)
+    def number(self, key: str, default: float | None | Required = REQUIRED) -> float | None:
+        """A number; None where the key is null, or missing with a default of None."""
+        value = self._value(key, default)
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
             self.fail(f"{key} must be a number, got {value!r}")
         return float(value)
 
-    def integer(self, key: str, default: int, minimum: int = 0) -> int:
-        value = self.mapping.get(key, default)
+    def integer(self, key: str, default: int | Required = REQUIRED, minimum: int = 0) -> int:
+        value = self._value(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             self.fail(f"{key} must be a whole number >= {minimum}, got {value!r}")
         return int(value)
 
-    def strings(self, key: str, default: Sequence[str] | None = None) -> tuple[str, ...]:
-        value = self.mapping.get(key, default)
+    def strings(self, key: str, default: Sequence[str] | Required = REQUIRED) -> tuple[str, ...]:
+        value = self._value(key, default)
         if value is None:
-            self.fail(f"'{key}' is required")
+            self.fail(f"'{key}' must be a list of strings, got null")
         if not isinstance(value, Sequence) or isinstance(value, str):
             self.fail(f"{key} must be a list of strings, got {value!r}")
         if any(isinstance(v, bool) for v in value):

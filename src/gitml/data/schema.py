@@ -311,8 +311,8 @@ def _read_column(source: str, name: str, cfg: Any) -> Column:
     elif "categories" in reader.mapping:
         reader.fail(f"categories are for categorical columns, but dtype is '{dtype}'")
 
-    minimum = reader.number("min")
-    maximum = reader.number("max")
+    minimum = reader.number("min", None)
+    maximum = reader.number("max", None)
     if (minimum is not None or maximum is not None) and dtype not in ("integer", "float"):
         reader.fail(f"min/max are for numeric columns, but dtype is '{dtype}'")
     if minimum is not None and maximum is not None and minimum > maximum:

@@ -30,7 +30,7 @@ class SplitConfig:
     def from_config(cls, cfg: Any, label: str, source: str) -> SplitConfig:
         reader = ConfigReader(source, "split", cfg, {"seed", "fractions", "stratify", "reference_rows"})
         shares = ConfigReader(source, "split.fractions", reader.required("fractions"), set(SPLITS))
-        fractions = {name: shares.number(name) for name in SPLITS}
+        fractions = {name: shares.number(name, None) for name in SPLITS}
         if any(f is None or f <= 0 for f in fractions.values()):
             shares.fail(f"give each of {', '.join(SPLITS)} a positive share, got {dict(shares.mapping)}")
         if abs(sum(f for f in fractions.values() if f) - 1) > 1e-9:

@@ -51,7 +51,7 @@ def gated_limits(config: Mapping[str, Any], source: str, protected: list[str]) -
             bound = "max" if metric in DIFFERENCES else "min"
             allowed = {bound, "relative_to_base_rate"} if metric == "demographic_parity_ratio" else {bound}
             limit_reader = ConfigReader(source, f"{where}.{metric}", attr.get(metric), allowed)
-            value = limit_reader.number(bound)
+            value = limit_reader.number(bound, None)
             if value is None or not 0 <= value <= 1:
                 limit_reader.fail(f"{bound} must be a number in [0, 1], got {value!r}")
             out[attribute][metric] = {
