@@ -28,7 +28,12 @@ def gitml(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[i
 def write_params(root: Path, **sections: object) -> None:
     params: dict[str, object] = {
         "data": toy_config(),
-        "split": {"seed": 1, "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}},
+        "split": {
+            "seed": 1,
+            "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
+            "stratify": ["churned"],
+            "reference_rows": 5000,
+        },
     }
     params.update(sections)
     (root / "params.yaml").write_text(yaml.safe_dump(params))

@@ -48,7 +48,15 @@ def test_stage_commands_log_their_time_and_write_none_into_their_outputs(
     import yaml
 
     write_csv(tmp_path / "raw" / "toy.csv", toy_rows())
-    params = {"data": toy_config(), "split": {"seed": 1, "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}}}
+    params = {
+        "data": toy_config(),
+        "split": {
+            "seed": 1,
+            "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
+            "stratify": ["churned"],
+            "reference_rows": 5000,
+        },
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     assert main(["--root", str(tmp_path), "ingest"]) == 0
     assert main(["--root", str(tmp_path), "split"]) == 0

@@ -75,7 +75,7 @@ class ConfigReader:
             self.fail(f"{key} must be true or false, got {value!r}")
         return bool(value)
 
-    def number(self, key: str, default: float | None | Required = REQUIRED) -> float | None:
+    def number(self, key: str, default: float | Required | None = REQUIRED) -> float | None:
         """A number; None where the key is null, or missing with a default of None."""
         value = self._value(key, default)
         if value is None:

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from gitml.errors import GitmlError
+from gitml.outputs import METRICS, RUN_PIPELINE, read_json
 from gitml.paths import Paths
 
 
-def load_output(path: Path, stage: str, how: str = "Run `dvc repro` (or `make run`)") -> Any:
-    """A JSON file a stage wrote; a clear error when it is missing or unreadable, saying what to run."""
-    if not path.is_file():
-        raise GitmlError(f"{path}: not found; the {stage} stage has not run. {how}.")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise GitmlError(f"{path}: not valid JSON ({exc}); {how[0].lower()}{how[1:]} to write it again.") from exc
-
-
 def _load(path: Path, stage: str) -> dict[str, Any]:
-    data: dict[str, Any] = load_output(path, stage)
+    data = read_json(path, stage)
+    if not isinstance(data, dict):
+        raise GitmlError(f"{path}: expected a JSON object; the {stage} stage writes it. {RUN_PIPELINE}.")
     return data
 
 
@@ -36,7 +28,7 @@ def _model_lines(paths: Paths) -> list[str]:
         return []
     train = _load(paths.train_report, "train")
     export = _load(paths.export_report, "export")
-    metrics = _load(paths.metrics, "evaluate")
+    metrics = METRICS.read(paths)
     test, threshold = metrics["test"], metrics["threshold"]
     best = ", ".join(f"{k} {v:.4f}" for k, v in train["best"].items())
     lines = [

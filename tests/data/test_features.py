@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gitml.config import load_params
 from gitml.data.features import (
     MISSING,
     OTHER,
@@ -24,7 +26,7 @@ from gitml.data.features import (
 )
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
-from tests.conftest import toy_config
+from tests.conftest import REPO, toy_config
 
 # The toy schema after ingest: city generalised into country groups, balance top-coded,
 # customer_id pseudonymised (an identifier, so never a model input).
@@ -113,6 +115,26 @@ def test_log1p_only_for_skewed_non_negative_columns() -> None:
     flags = {f.name: f.log1p for f in spec.features if isinstance(f, NumericFeature)}
     assert flags == {"age": False, "balance": True}  # exponential balance: skewness ~2
     assert all(not f.log1p for f in fitted(log1p_skew_above=None).features if isinstance(f, NumericFeature))
+
+
+def test_the_preprocess_config_is_params_preprocess() -> None:
+    preprocess = load_params(REPO / "params.yaml")["preprocess"]
+    config = PreprocessConfig.from_config(preprocess, "params.yaml")
+    assert dataclasses.asdict(config) == preprocess
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"min_category_count": 0}, r"min_category_count must be a whole number >= 1, got 0"),
+        ({"log1p_skew_above": "high"}, r"log1p_skew_above must be a number, got 'high'"),
+        ({"min_count": 3}, r"unknown key 'min_count'"),
+    ],
+)
+def test_preprocess_config_mistakes_are_named(change: dict[str, object], message: str) -> None:
+    preprocess = {**load_params(REPO / "params.yaml")["preprocess"], **change}
+    with pytest.raises(GitmlError, match=rf"params.yaml: preprocess: {message}"):
+        PreprocessConfig.from_config(preprocess, "params.yaml")
 
 
 def test_json_round_trip_gives_the_same_matrix(tmp_path: Path) -> None:

@@ -80,6 +80,8 @@ def test_categorical_dtypes_survive(ingested: Paths) -> None:
         ({"fractions": {"train": "most", "val": 0.2, "test": 0.2}}, r"train must be a number, got 'most'"),
         ({"stratify": ["segmnt"]}, "split.stratify names segmnt"),
         ({"stratify": "segmnt"}, "split.stratify names segmnt"),
+        ({"stratify": []}, r"split: stratify must name at least one column, e.g. the label: \[churned\]"),
+        ({"stratify": None}, r"split: 'stratify' must be a list of strings, got null"),
         ({"reference_rows": 0}, r"reference_rows must be a whole number >= 1, got 0"),
         ({"seed": "abc"}, r"seed must be a whole number >= 0, got 'abc'"),
         ({"sed": 3}, r"params.yaml: split: unknown key 'sed' \(did you mean 'seed'\?\)"),
@@ -88,6 +90,17 @@ def test_categorical_dtypes_survive(ingested: Paths) -> None:
 def test_bad_split_config(ingested: Paths, changes: dict[str, Any], message: str) -> None:
     with pytest.raises(GitmlError, match=message):
         run_split(ingested, **changes)
+
+
+def test_one_column_to_stratify_on_may_be_named_alone(ingested: Paths) -> None:
+    assert run_split(ingested, stratify="churned")["stratify"] == ["churned"]
+
+
+@pytest.mark.parametrize("key", sorted(SPLIT_CFG))
+def test_a_missing_key_is_named(ingested: Paths, key: str) -> None:
+    config = {k: v for k, v in SPLIT_CFG.items() if k != key}
+    with pytest.raises(GitmlError, match=rf"params.yaml: split: '{key}' is required"):
+        split.run({"data": toy_config(), "split": config}, ingested)
 
 
 def test_too_little_data(tmp_path: Path) -> None:

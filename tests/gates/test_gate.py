@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -20,14 +21,16 @@ from gitml.gates.fairness import fairness_checks, gated_limits
 from gitml.paths import Paths
 from gitml.scratch import scratch_env
 from gitml.stages import gate
-from tests.conftest import Trained
+from tests.conftest import REPO, Trained
 
 PROTECTED = ["sex", "race", "age"]
 SUMMARY = {"equal_opportunity_difference": 0.08, "demographic_parity_ratio": 0.30, "base_rate_ratio": 0.36}
 
 
 def limits(**attributes: Any) -> dict[str, Any]:
-    return gated_limits({"attributes": attributes}, "params.yaml", PROTECTED)
+    """The checked limits of `attributes`; one that does not say decide_on decides on the estimate."""
+    completed = {name: {"decide_on": "estimate", **limit} for name, limit in attributes.items()}
+    return gated_limits({"attributes": completed}, "params.yaml", PROTECTED)
 
 
 def one_check(limit: dict[str, Any], summary: dict[str, Any], interval: list[float] | None = None) -> Any:
@@ -42,7 +45,7 @@ def one_check(limit: dict[str, Any], summary: dict[str, Any], interval: list[flo
     [
         ({"equal_opportunity_difference": {"max": 0.10}}, True),
         ({"equal_opportunity_difference": {"max": 0.05}}, False),
-        ({"demographic_parity_ratio": {"min": 0.8}}, False),  # the four-fifths rule: 0.30 < 0.8
+        ({"demographic_parity_ratio": {"min": 0.8, "relative_to_base_rate": False}}, False),  # four-fifths: 0.30 < 0.8
         ({"demographic_parity_ratio": {"min": 0.8, "relative_to_base_rate": True}}, True),  # 0.30 >= 0.8 x 0.36
         ({"demographic_parity_ratio": {"min": 0.9, "relative_to_base_rate": True}}, False),  # 0.30 < 0.324
     ],
@@ -100,6 +103,55 @@ def test_config_mistakes_name_the_key(attributes: dict[str, Any], message: str) 
     with pytest.raises(GitmlError, match=r"gates\.fairness") as caught:
         limits(**attributes)
     assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("fairness", "message"),
+    [
+        ({}, r"gates.fairness: 'attributes' is required"),
+        (
+            {"attributes": {"sex": {"equal_opportunity_difference": {"max": 0.1}}}},
+            r"gates.fairness.attributes.sex: 'decide_on' is required",
+        ),
+        (
+            {"attributes": {"sex": {"decide_on": "estimate", "demographic_parity_ratio": {"min": 0.8}}}},
+            r"gates.fairness.attributes.sex.demographic_parity_ratio: 'relative_to_base_rate' is required",
+        ),
+        (
+            {"attributes": {"sex": {"decide_on": "estimate", "equal_opportunity_difference": {}}}},
+            r"gates.fairness.attributes.sex.equal_opportunity_difference: 'max' is required",
+        ),
+    ],
+)
+def test_a_missing_fairness_key_is_named(fairness: dict[str, Any], message: str) -> None:
+    with pytest.raises(GitmlError, match=rf"params.yaml: {message}"):
+        gated_limits(fairness, "params.yaml", PROTECTED)
+
+
+def test_no_gated_attribute_is_no_limit() -> None:
+    assert gated_limits({"attributes": None}, "params.yaml", PROTECTED) == {}
+    assert gated_limits({"attributes": {}}, "params.yaml", PROTECTED) == {}
+
+
+def test_the_champion_config_is_conf_gates() -> None:
+    champion = load_params(REPO / "params.yaml")["gates"]["champion"]
+    config = ChampionConfig.from_config(champion, "params.yaml", {"auroc": 0.9, "brier": 0.1, "rows": 10})
+    assert dataclasses.asdict(config) == champion
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"primary_metric": "auc"}, r"primary_metric 'auc' is not one of auroc, brier \(did you mean 'auroc'\?\)"),
+        ({"tolerance": -0.1}, r"tolerance must be a number >= 0, got -0.1"),
+        ({"branch": None}, r"branch must be a name, got None"),
+        ({"stage": ""}, r"stage must be a name"),
+    ],
+)
+def test_champion_config_mistakes_are_named(change: dict[str, Any], message: str) -> None:
+    champion = {**load_params(REPO / "params.yaml")["gates"]["champion"], **change}
+    with pytest.raises(GitmlError, match=rf"params.yaml: gates.champion: {message}"):
+        ChampionConfig.from_config(champion, "params.yaml", {"auroc": 0.9, "brier": 0.1, "rows": 10})
 
 
 # --- the champion, from real git history and real GTO tags (no mocks) -------------------------

@@ -15,11 +15,12 @@ import pytest
 from gitml.config import load_params
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
+from gitml.outputs import ChecksFile, Condition
 from gitml.paths import Paths
 from gitml.stages import deepchecks
 from tests.conftest import copy_repo, toy_config
 
-Report = dict[str, Any]
+Report = ChecksFile
 Trained = tuple[Paths, Report]
 CATEGORIES = {"PASS", "WARN", "FAIL", "ERROR"}
 
@@ -31,10 +32,10 @@ def trained(trained_sample: tuple[Paths, Any], tmp_path_factory: pytest.TempPath
     return paths, deepchecks.run(load_params(paths.params), paths)
 
 
-def outcome(report: Report, suite: str, check: str) -> dict[str, str]:
+def outcome(report: Report, suite: str, check: str) -> Condition:
     """The one condition of `check`."""
     (item,) = [c for c in report["conditions"] if c["suite"] == suite and c["check"] == check]
-    return dict(item)
+    return item
 
 
 def rewrite_split(paths: Paths, name: str, change: Callable[[pd.DataFrame, DatasetSchema], None]) -> None:
@@ -159,7 +160,9 @@ def test_a_second_run_replaces_the_reports_and_writes_the_same_results(trained: 
 def test_config_mistakes_name_the_key(trained: Trained, change: dict[str, Any], message: str) -> None:
     paths, _ = trained
     params = load_params(paths.params)
-    params["gates"]["deepchecks"] = change
+    deepchecks_cfg = params["gates"]["deepchecks"]
+    for key, value in change.items():  # a suite's settings replace only those of conf/gates/
+        deepchecks_cfg[key] = {**deepchecks_cfg[key], **value} if isinstance(value, dict) else value
     with pytest.raises(GitmlError, match=message):
         deepchecks.run(params, paths)
 

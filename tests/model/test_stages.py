@@ -27,7 +27,7 @@ from gitml.stages import evaluate, export, train
 from tests.conftest import Trained, copy_repo
 
 Fresh = Callable[..., Paths]
-Reports = dict[str, dict[str, Any]]
+Reports = dict[str, Any]
 
 
 def run_all(paths: Paths) -> Reports:

@@ -10,10 +10,13 @@ import pytest
 import torch
 import yaml
 
-from gitml.config import compose_params
+from gitml.config import compose_params, load_params
+from gitml.errors import GitmlError
 from gitml.model.datamodule import TensorBatches
 from gitml.model.lightning import build_network
 from gitml.model.network import MLP
+from gitml.stages.train import TrainConfig
+from tests.conftest import REPO
 
 
 def table(n: int = 103) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -117,3 +120,45 @@ def test_default_trainer_builds_on_this_machine(repo: Path, tmp_path: Path) -> N
     trainer = build_trainer(trainer_cfg, [], False, tmp_path)
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert trainer.strategy.root_device.type == expected  # accelerator auto
+
+
+def train_section(**changes: object) -> dict[str, object]:
+    """The repository's train section of params.yaml (conf/config.yaml), with keys replaced."""
+    train: dict[str, object] = load_params(REPO / "params.yaml")["train"]
+    return {**train, **changes}
+
+
+def test_the_train_config_is_params_train() -> None:
+    train = train_section()
+    config = TrainConfig.from_config(train, "params.yaml")
+    stopping, reweigh = train["early_stopping"], train["reweigh"]
+    assert isinstance(stopping, dict)
+    assert isinstance(reweigh, dict)
+    assert (config.seed, config.batch_size, config.threads) == (train["seed"], train["batch_size"], train["threads"])
+    assert config.class_weight == train["class_weight"]
+    assert (config.monitor, config.patience, config.min_delta) == tuple(stopping.values())
+    assert (config.reweigh, list(config.reweigh_attributes)) == (reweigh["enabled"], reweigh["attributes"])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"class_weight": "auto"}, r"train: class_weight: use balanced, none or a positive number, got 'auto'"),
+        ({"threads": 0}, r"train: threads must be a whole number >= 1, got 0"),
+        ({"batch_size": 0}, r"train: batch_size must be a whole number >= 1, got 0"),
+        ({"early_stopping": None}, r"train.early_stopping: expected a mapping, got NoneType"),
+        (
+            {"early_stopping": {"monitor": "val/auroc", "patience": 4, "min_delta": None}},
+            r"train.early_stopping: min_delta must be a number >= 0, got None",
+        ),
+        ({"reweigh": {"enabled": True}}, r"train.reweigh: 'attributes' is required"),
+    ],
+)
+def test_train_config_mistakes_are_named(change: dict[str, object], message: str) -> None:
+    with pytest.raises(GitmlError, match=rf"params.yaml: {message}"):
+        TrainConfig.from_config(train_section(**change), "params.yaml")
+
+
+def test_threads_null_leaves_torch_its_default_and_a_number_sets_it() -> None:
+    assert TrainConfig.from_config(train_section(threads=None), "params.yaml").threads is None
+    assert TrainConfig.from_config(train_section(threads=2), "params.yaml").threads == 2

@@ -21,7 +21,10 @@ def card_for(root: Path, cfg: dict[str, Any]) -> str:
     paths = Paths(root)
     now = Outputs.read(working_tree(root), paths, curve_names(paths))
     card = read_card({"name": cfg["data"]["name"], "card": cfg.get("card")}, "params.yaml")
-    return render_model_card(cfg, dataset_schema(cfg, paths.params), card, now, current_lineage(paths, now))
+    min_positives = cfg["evaluate"]["min_group_cases"]
+    return render_model_card(
+        cfg, dataset_schema(cfg, paths.params), card, now, current_lineage(paths, now), min_positives
+    )
 
 
 def test_the_adult_card_reads_every_entry() -> None:
@@ -109,7 +112,7 @@ def test_groups_with_few_positives_are_named_as_uncertain(reported: Reported) ->
         for attribute, groups in fairness.items()
         if isinstance(groups, dict)
         for group, m in groups.items()
-        if round(m["size"] * m["base_rate"]) < fairness.get("min_group_cases", 30)
+        if round(m["size"] * m["base_rate"]) < fairness["min_group_cases"]
     ]
     assert few, "the committed data has groups with few positives (race=Other, ...)"
     for name, positives in few:
@@ -135,3 +138,15 @@ def test_the_card_says_how_inputs_are_made_from_the_columns(tmp_path: Path) -> N
     assert "at least 25 times in training" in line
     features = read_json(tmp_path / "reports" / "train.json")["features"]
     assert f"{features['columns']} columns become {features['width']} inputs" in line
+
+
+def test_the_fewest_positives_are_those_evaluate_used_else_params() -> None:
+    from gitml.stages.report import _min_positives
+
+    cfg = load_cfg(REPO)
+    params = REPO / "params.yaml"
+    assert _min_positives(cfg, {"min_group_cases": 12}, params) == 12  # reports/fairness.json, as evaluate wrote it
+    assert _min_positives(cfg, {}, params) == cfg["evaluate"]["min_group_cases"]
+    del cfg["evaluate"]["min_group_cases"]
+    with pytest.raises(GitmlError, match=r"params.yaml: evaluate: 'min_group_cases' is required"):
+        _min_positives(cfg, {}, params)

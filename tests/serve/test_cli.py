@@ -9,13 +9,24 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gitml.cli import main
+from gitml.config import load_params
 from gitml.errors import GitmlError
 from gitml.paths import Paths
 from gitml.serve.config import ServeConfig
+from tests.conftest import REPO
+
+
+def serve_section(**changes: Any) -> dict[str, Any]:
+    """The repository's `serve` section of params.yaml (conf/serve/), with keys replaced;
+    prediction_log's keys replace those of the section's."""
+    serve: dict[str, Any] = load_params(REPO / "params.yaml")["serve"]
+    log = {**serve["prediction_log"], **changes.pop("prediction_log", {})}
+    return {**serve, **changes, "prediction_log": log}
 
 
 def copy_of(served: Paths, tmp_path: Path) -> Paths:
@@ -111,14 +122,32 @@ def test_a_taken_port_is_reported(served: Paths, tmp_path: Path) -> None:
         ({"max_bacth": 10}, "did you mean 'max_batch'?"),
     ],
 )
-def test_serve_config_mistakes_are_named(tmp_path: Path, serve: dict[str, object], message: str) -> None:
+def test_serve_config_mistakes_are_named(tmp_path: Path, serve: dict[str, Any], message: str) -> None:
     with pytest.raises(GitmlError, match=r"params\.yaml: serve") as error:
-        ServeConfig.from_config(serve, "params.yaml", tmp_path)
+        ServeConfig.from_config(serve_section(**serve), "params.yaml", tmp_path)
     assert message in str(error.value)
 
 
+def test_the_serve_config_is_conf_serve(tmp_path: Path) -> None:
+    serve = serve_section()
+    config = ServeConfig.from_config(serve, "params.yaml", tmp_path)
+    log = serve["prediction_log"]
+    assert (config.host, config.port, config.max_batch) == (serve["host"], serve["port"], serve["max_batch"])
+    assert (config.max_body_bytes, config.live_window) == (serve["max_body_bytes"], serve["live_window"])
+    assert config.log.directory == tmp_path / log["dir"]
+    assert (config.log.flush_seconds, config.log.rotate_bytes) == (log["flush_seconds"], log["rotate_bytes"])
+    assert (config.log.rotate_seconds, config.log.max_pending) == (log["rotate_seconds"], log["max_pending"])
+
+
+@pytest.mark.parametrize(("key", "value"), [("host", None), ("host", ""), ("dir", 3)])
+def test_a_host_or_log_dir_that_is_not_text_is_named(tmp_path: Path, key: str, value: object) -> None:
+    serve = serve_section(**({key: value} if key == "host" else {"prediction_log": {key: value}}))
+    with pytest.raises(GitmlError, match=rf"{key} must be text"):
+        ServeConfig.from_config(serve, "params.yaml", tmp_path)
+
+
 def test_log_dir_is_relative_to_the_root_and_flags_override(tmp_path: Path) -> None:
-    config = ServeConfig.from_config({"prediction_log": {"dir": "logs/p"}}, "params.yaml", tmp_path)
+    config = ServeConfig.from_config(serve_section(prediction_log={"dir": "logs/p"}), "params.yaml", tmp_path)
     assert config.log.directory == tmp_path / "logs" / "p"
     changed = config.with_overrides(host="0.0.0.0", port=9000, log_dir=Path("/var/log/x"))
     assert (changed.host, changed.port, changed.log.directory) == ("0.0.0.0", 9000, Path("/var/log/x"))

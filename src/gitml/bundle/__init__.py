@@ -28,7 +28,12 @@ from typing import Any
 from gitml.data.features import PreprocessSpec
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
-from gitml.paths import MANIFEST, MODEL, PREPROCESS, THRESHOLD
+from gitml.io import sha256_file, write_json
+from gitml.outputs import read_json
+from gitml.paths import MANIFEST as MANIFEST
+from gitml.paths import MODEL as MODEL
+from gitml.paths import PREPROCESS as PREPROCESS
+from gitml.paths import THRESHOLD as THRESHOLD
 
 FORMAT_VERSION = 1
 FILES = (MODEL, PREPROCESS, THRESHOLD)  # what the manifest vouches for
@@ -36,14 +41,6 @@ WRITTEN_BY = {PREPROCESS: "train", MODEL: "export", THRESHOLD: "evaluate", MANIF
 # The ONNX metadata key under which export records the preprocessing it was trained behind.
 SPEC_KEY = "gitml.preprocess_sha256"
 REBUILD = "Re-run the pipeline (`make run`, or `dvc repro`) or fetch the committed bundle (`dvc pull`)"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sha256_json(data: Any) -> str:
@@ -71,7 +68,7 @@ class Threshold:
 
     @classmethod
     def read(cls, path: Path) -> Threshold:
-        data = _read_json(path, "evaluate")
+        data = _object(path, read_json(path, "evaluate", REBUILD))
         value = data.get("threshold")
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
             raise GitmlError(f"{path}: threshold {value!r} is not a probability; re-run the evaluate stage.")
@@ -100,7 +97,7 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
-        data = _read_json(path, "evaluate")
+        data = _object(path, read_json(path, "evaluate", REBUILD))
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise GitmlError(
@@ -139,8 +136,6 @@ def write_manifest(
     metrics: Mapping[str, float],
 ) -> Manifest:
     """Record the finished bundle in `directory`: called once, by the stage that completes it (evaluate)."""
-    from gitml.io import write_json
-
     missing = [name for name in FILES if not (directory / name).is_file()]
     if missing:
         raise GitmlError(f"{directory}: {', '.join(missing)} not found; the bundle is incomplete. {REBUILD}.")
@@ -246,13 +241,7 @@ def check_model_spec(model: Path, spec_sha256: str) -> None:
         )
 
 
-def _read_json(path: Path, stage: str) -> dict[str, Any]:
-    if not path.is_file():
-        raise GitmlError(f"{path}: not found; the {stage} stage writes it. {REBUILD}.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise GitmlError(f"{path}: not valid JSON ({exc}). {REBUILD}.") from exc
+def _object(path: Path, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise GitmlError(f"{path}: expected a JSON object, got {type(data).__name__}. {REBUILD}.")
     return data

@@ -72,8 +72,8 @@ class PreprocessConfig:
 
         reader = ConfigReader(source, "preprocess", cfg, {"log1p_skew_above", "min_category_count"})
         return cls(
-            log1p_skew_above=reader.number("log1p_skew_above", None),
-            min_category_count=reader.integer("min_category_count", 1, minimum=1),
+            log1p_skew_above=reader.number("log1p_skew_above"),
+            min_category_count=reader.integer("min_category_count", minimum=1),
         )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import itertools
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from gitml.checked_config import suggest
 from gitml.data.pii import detect, mask
 from gitml.data.schema import DatasetSchema, RawFile
 from gitml.errors import GitmlError
+from gitml.io import sha256_file
 
 FILE_COLUMN = "source_file"
 LINE_COLUMN = "source_line"
@@ -42,14 +42,6 @@ def open_text(path: Path, encoding: str) -> IO[str]:
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding=encoding, newline="")
     return path.open(encoding=encoding, newline="")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _records(path: Path, raw_file: RawFile, delimiter: str, encoding: str) -> Iterator[tuple[int, list[str]]]:
@@ -220,7 +212,7 @@ def read_raw(schema: DatasetSchema, root: Path) -> RawTable:
         file_good, file_bad, n_rows = _read_file(schema, raw_file, root)
         good.extend(file_good)
         bad.extend(file_bad)
-        files[raw_file.path] = {"rows": n_rows, "sha256": _sha256(root / raw_file.path)}
+        files[raw_file.path] = {"rows": n_rows, "sha256": sha256_file(root / raw_file.path)}
 
     names = list(schema.names)
     rows = pd.DataFrame(good, columns=[*names, FILE_COLUMN, LINE_COLUMN], dtype=object)

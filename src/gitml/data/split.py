@@ -35,12 +35,16 @@ class SplitConfig:
             shares.fail(f"give each of {', '.join(SPLITS)} a positive share, got {dict(shares.mapping)}")
         if abs(sum(f for f in fractions.values() if f) - 1) > 1e-9:
             shares.fail(f"the shares must add up to 1, got {dict(shares.mapping)}")
-        stratify = [cfg["stratify"]] if isinstance(cfg.get("stratify"), str) else cfg.get("stratify")
+        named = reader.required("stratify")
+        one = [named] if isinstance(named, str) else named  # one column's name alone is a list of one
+        stratify = ConfigReader(source, "split", {"stratify": one}, {"stratify"}).strings("stratify")
+        if not stratify:
+            reader.fail(f"stratify must name at least one column, e.g. the label: [{label}]")
         return cls(
             fractions={name: float(f or 0) for name, f in fractions.items()},
-            seed=reader.integer("seed", 0),
-            stratify=ConfigReader(source, "split", {"stratify": stratify or [label]}, {"stratify"}).strings("stratify"),
-            reference_rows=reader.integer("reference_rows", 5000, minimum=1),
+            seed=reader.integer("seed"),
+            stratify=stratify,
+            reference_rows=reader.integer("reference_rows", minimum=1),
         )
 
 

@@ -37,4 +37,3 @@ def choose_threshold(scores: Floats, y: Floats, rule: str, value: float) -> floa
         objective = tpr - fpr
     best = int(np.argmax(objective))
     return float(sorted_scores[last[best]])
-

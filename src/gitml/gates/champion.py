@@ -25,6 +25,8 @@ METRICS_FILE = "reports/metrics.json"
 
 @dataclass(frozen=True)
 class ChampionConfig:
+    # Values for one built in code; from_config takes none of them: gates.champion (conf/gates/)
+    # must give every key.
     artifact: str = ARTIFACT
     stage: str = PROD_STAGE
     branch: str = MAIN
@@ -34,25 +36,30 @@ class ChampionConfig:
 
     @classmethod
     def from_config(cls, cfg: Any, source: str, metrics: Mapping[str, Any]) -> ChampionConfig:
+        """gates.champion, checked; every key is required."""
         reader = ConfigReader(
-            source, "gates.champion", cfg or {},
+            source, "gates.champion", cfg,
             {"artifact", "stage", "branch", "primary_metric", "tolerance", "fairness_tolerance"},
         )  # fmt: skip
+        artifact, stage, branch = (_name(reader, key) for key in ("artifact", "stage", "branch"))
         known = sorted(k for k in metrics if k != "rows")
-        primary = reader.choice("primary_metric", known, cls.primary_metric)
-        tolerances = {}
-        for key in ("tolerance", "fairness_tolerance"):
-            value = reader.number(key, getattr(cls, key))
-            if value is None or value < 0:
-                reader.fail(f"{key} must be a number >= 0, got {value!r}")
-            tolerances[key] = value
-        return cls(
-            artifact=str(reader.get("artifact", cls.artifact)),
-            stage=str(reader.get("stage", cls.stage)),
-            branch=str(reader.get("branch", cls.branch)),
-            primary_metric=primary,
-            **tolerances,
-        )
+        primary = reader.choice("primary_metric", known)
+        tolerance, fairness_tolerance = (_tolerance(reader, key) for key in ("tolerance", "fairness_tolerance"))
+        return cls(artifact, stage, branch, primary, tolerance, fairness_tolerance)
+
+
+def _name(reader: ConfigReader, key: str) -> str:
+    value = reader.required(key)
+    if not isinstance(value, str) or not value:
+        reader.fail(f"{key} must be a name, got {value!r}")
+    return value
+
+
+def _tolerance(reader: ConfigReader, key: str) -> float:
+    value = reader.number(key)
+    if value is None or value < 0:
+        reader.fail(f"{key} must be a number >= 0, got {value!r}")
+    return value
 
 
 def find_champion(root: Path, config: ChampionConfig) -> Baseline:

@@ -31,7 +31,7 @@ READABLE = {
 def gated_limits(config: Mapping[str, Any], source: str, protected: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """attribute -> metric -> {"max"|"min", "relative_to_base_rate", "decide_on"}, checked."""
     reader = ConfigReader(source, "gates.fairness", config, {"attributes"})
-    attributes = reader.get("attributes", {}) or {}
+    attributes = reader.required("attributes") or {}  # null or {}: no attribute is gated
     if not isinstance(attributes, Mapping):
         reader.fail("attributes must map each protected attribute to its limits")
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -42,8 +42,8 @@ def gated_limits(config: Mapping[str, Any], source: str, protected: list[str]) -
                 f"'{attribute}' is not a protected column of the dataset{suggest(str(attribute), protected)}; "
                 f"protected columns: {', '.join(protected) or 'none (give a column role: protected)'}"
             )
-        attr = ConfigReader(source, where, limits or {}, {"decide_on", *DIFFERENCES, *RATIOS})
-        decide_on = attr.choice("decide_on", DECIDE, "estimate")
+        attr = ConfigReader(source, where, limits, {"decide_on", *DIFFERENCES, *RATIOS})
+        decide_on = attr.choice("decide_on", DECIDE)
         out[attribute] = {}
         for metric in (*DIFFERENCES, *RATIOS):
             if attr.get(metric) is None:
@@ -51,14 +51,12 @@ def gated_limits(config: Mapping[str, Any], source: str, protected: list[str]) -
             bound = "max" if metric in DIFFERENCES else "min"
             allowed = {bound, "relative_to_base_rate"} if metric == "demographic_parity_ratio" else {bound}
             limit_reader = ConfigReader(source, f"{where}.{metric}", attr.get(metric), allowed)
-            value = limit_reader.number(bound, None)
+            value = limit_reader.number(bound)
             if value is None or not 0 <= value <= 1:
                 limit_reader.fail(f"{bound} must be a number in [0, 1], got {value!r}")
-            out[attribute][metric] = {
-                bound: value,
-                "relative_to_base_rate": limit_reader.boolean("relative_to_base_rate", False),
-                "decide_on": decide_on,
-            }
+            # Only the selection-rate ratio can be relative to the base-rate ratio; it says whether it is.
+            relative = "relative_to_base_rate" in allowed and limit_reader.boolean("relative_to_base_rate")
+            out[attribute][metric] = {bound: value, "relative_to_base_rate": relative, "decide_on": decide_on}
     return out
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from gitml.baseline import git_output, head_commit, parse_json
+from gitml.io import sha256_file
 from gitml.paths import Paths
 
 # A file's text by its path relative to the repository root; None when it is absent.
@@ -136,7 +137,7 @@ def lock_hashes(lock: Mapping[str, Any] | None) -> dict[str, tuple[str, int | No
 
 
 def _sha256(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return sha256_file(path) if path.is_file() else None
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,6 @@ from gitml.report.markdown import (
 
 TEXTS = ("intended_use", "users", "source", "url", "licence")
 LISTS = ("out_of_scope", "limitations", "ethical_considerations")
-# evaluate.min_group_cases' default: a true positive rate over fewer positives than this has a
-# 95% interval wider than about ±0.18.
-MIN_POSITIVES = 30
 
 
 @dataclass(frozen=True)
@@ -182,13 +179,18 @@ def _data_handling(schema: DatasetSchema, now: Outputs) -> list[str]:
     return lines
 
 
+def _percent(confidence: Any) -> str:
+    """reports/intervals.json's confidence level, as evaluate recorded it."""
+    return f"{confidence:.0%}" if is_number(confidence) else "?"
+
+
 def _metrics(now: Outputs) -> list[str]:
     test = (now.metrics or {}).get("test") or {}
     intervals = now.intervals or {}
     bounds = intervals.get("test") or {}
     if intervals:
         how = (
-            f"{intervals.get('confidence', 0.95):.0%} bootstrap intervals over "
+            f"{_percent(intervals.get('confidence'))} bootstrap intervals over "
             f"{number(intervals.get('resamples'))} resamples of the test rows (seed {intervals.get('seed', '?')})."
         )
     else:
@@ -279,9 +281,9 @@ def render_model_card(
     card: CardText,
     now: Outputs,
     lineage: Lineage,
-    min_positives: int = MIN_POSITIVES,
+    min_positives: int,
 ) -> str:
-    """The whole model_card.md."""
+    """The whole model_card.md; `min_positives` is evaluate.min_group_cases, as evaluate used it."""
     description = (params.get("data") or {}).get("description") or schema.name
 
     def bullets(items: Any) -> list[str]:

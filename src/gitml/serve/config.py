@@ -16,7 +16,8 @@ _LOG_KEYS = {"dir", "flush_seconds", "rotate_bytes", "rotate_seconds", "max_pend
 
 @dataclass(frozen=True)
 class LogConfig:
-    """Where and how the prediction log is written."""
+    """Where and how the prediction log is written. The values here are for one built in code;
+    ServeConfig.from_config reads every one from serve.prediction_log (conf/serve/)."""
 
     directory: Path
     flush_seconds: float = 0.2
@@ -37,24 +38,24 @@ class ServeConfig:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], source: str, root: Path) -> ServeConfig:
         reader = ConfigReader(source, "serve", cfg, _KEYS)
-        log = ConfigReader(source, "serve.prediction_log", reader.get("prediction_log", {}), _LOG_KEYS)
-        port = reader.integer("port", 8000)
+        log = ConfigReader(source, "serve.prediction_log", reader.required("prediction_log"), _LOG_KEYS)
+        port = reader.integer("port")
         if port > 65535:
             reader.fail(f"port must be at most 65535, got {port}")
-        directory = Path(str(log.get("dir", "logs/predictions")))
+        directory = Path(_text(log, "dir"))
         return cls(
-            host=str(reader.get("host", "127.0.0.1")),
+            host=_text(reader, "host"),
             port=port,
-            max_batch=reader.integer("max_batch", 1000, minimum=1),
-            max_body_bytes=reader.integer("max_body_bytes", 4 * 2**20, minimum=1024),
+            max_batch=reader.integer("max_batch", minimum=1),
+            max_body_bytes=reader.integer("max_body_bytes", minimum=1024),
             log=LogConfig(
                 directory=directory if directory.is_absolute() else root / directory,
-                flush_seconds=_positive(log, "flush_seconds", 0.2),
-                rotate_bytes=log.integer("rotate_bytes", 64 * 2**20, minimum=1),
-                rotate_seconds=_positive(log, "rotate_seconds", 3600.0),
-                max_pending=log.integer("max_pending", 100_000, minimum=1),
+                flush_seconds=_positive(log, "flush_seconds"),
+                rotate_bytes=log.integer("rotate_bytes", minimum=1),
+                rotate_seconds=_positive(log, "rotate_seconds"),
+                max_pending=log.integer("max_pending", minimum=1),
             ),
-            live_window=reader.integer("live_window", 100_000, minimum=0),
+            live_window=reader.integer("live_window", minimum=0),
         )
 
     def with_overrides(
@@ -69,8 +70,15 @@ class ServeConfig:
         )
 
 
-def _positive(reader: ConfigReader, key: str, default: float) -> float:
-    value = reader.number(key, default)
+def _text(reader: ConfigReader, key: str) -> str:
+    value = reader.required(key)
+    if not isinstance(value, str) or not value:
+        reader.fail(f"{key} must be text, got {value!r}")
+    return value
+
+
+def _positive(reader: ConfigReader, key: str) -> float:
+    value = reader.number(key)
     if value is None or value <= 0:
         reader.fail(f"{key} must be a number of seconds above 0, got {value!r}")
     return value

@@ -79,4 +79,3 @@ class ServedModel:
             else:
                 record[column.name] = None if column.nullable else "example"
         return record
-

@@ -37,60 +37,62 @@ from gitml.config import dataset_schema, section
 from gitml.data.features import labels, matrices
 from gitml.data.schema import DatasetSchema
 from gitml.data.split import load_split
-from gitml.io import write_json
+from gitml.outputs import CHECKS, ChecksFile, Condition
 from gitml.paths import Paths
 
 SUITES = ("data_integrity", "train_test_validation", "model_evaluation", "performance_bias")
 SCORERS = ("roc_auc", "accuracy", "recall", "precision", "f1")
 
-# Every setting of gates.deepchecks with its default, as conf/gates/default.yaml ships it: a
-# number in [0, 1], a whole number (at least its MINIMUM, else 0), or the scorer's name.
-SETTINGS: dict[str, dict[str, float | int | str]] = {
-    "data_integrity": {
-        "max_null_ratio": 0.1,
-        "max_duplicate_ratio": 0.15,
-        "max_conflicting_label_ratio": 0.1,
-        "max_feature_label_pps": 0.6,
-        "correlation_threshold": 0.9,
-        "max_correlated_pairs": 1,
-    },
-    "train_test_validation": {
-        "min_test_rows": 1000,
-        "max_new_category_ratio": 0.001,
-        "max_train_test_overlap": 0.2,
-        "max_pps_change": 0.1,
-        "max_feature_drift": 0.1,
-        "max_label_drift": 0.1,
-        "max_multivariate_drift": 0.1,
-    },
-    "model_evaluation": {
-        "max_relative_degradation": 0.1,
-        "min_auroc": 0.85,
-        "max_misclassified_cell_ratio": 0.12,
-        "max_prediction_drift": 0.1,
-        "min_gain_over_tree": 0.0,
-        "max_weak_segment_drop": 0.2,
-        "weak_segment_rows": 4000,
-    },
-    "performance_bias": {"scorer": "roc_auc", "min_subgroup_size": 100, "max_drop": 0.05},
+# The settings of gates.deepchecks, per suite; their values live in conf/gates/ only. Each is a
+# whole number (a key of MINIMUM, at least that), the scorer's name (a key of CHOICES), or else
+# a number in [0, 1].
+SETTINGS: dict[str, tuple[str, ...]] = {
+    "data_integrity": (
+        "max_null_ratio",
+        "max_duplicate_ratio",
+        "max_conflicting_label_ratio",
+        "max_feature_label_pps",
+        "correlation_threshold",
+        "max_correlated_pairs",
+    ),
+    "train_test_validation": (
+        "min_test_rows",
+        "max_new_category_ratio",
+        "max_train_test_overlap",
+        "max_pps_change",
+        "max_feature_drift",
+        "max_label_drift",
+        "max_multivariate_drift",
+    ),
+    "model_evaluation": (
+        "max_relative_degradation",
+        "min_auroc",
+        "max_misclassified_cell_ratio",
+        "max_prediction_drift",
+        "min_gain_over_tree",
+        "max_weak_segment_drop",
+        "weak_segment_rows",
+    ),
+    "performance_bias": ("scorer", "min_subgroup_size", "max_drop"),
 }
-MINIMUM = {"min_test_rows": 1, "weak_segment_rows": 100, "min_subgroup_size": 1}
+MINIMUM = {"max_correlated_pairs": 0, "min_test_rows": 1, "weak_segment_rows": 100, "min_subgroup_size": 1}
+CHOICES = {"scorer": SCORERS}
 
 
 def read_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """gates.deepchecks, checked: {random_state, <suite>: {setting: value}}."""
+    """gates.deepchecks, checked: {random_state, <suite>: {setting: value}}; every setting is required."""
     reader = ConfigReader(source, "gates.deepchecks", cfg, {"random_state", *SETTINGS})
-    config: dict[str, Any] = {"random_state": reader.integer("random_state", 42)}
-    for suite, defaults in SETTINGS.items():
-        part = ConfigReader(source, f"gates.deepchecks.{suite}", reader.get(suite, {}), set(defaults))
+    config: dict[str, Any] = {"random_state": reader.integer("random_state")}
+    for suite, keys in SETTINGS.items():
+        part = ConfigReader(source, f"gates.deepchecks.{suite}", reader.required(suite), set(keys))
         values: dict[str, Any] = {}
-        for key, default in defaults.items():
-            if isinstance(default, str):
-                values[key] = part.choice(key, SCORERS, default)
-            elif isinstance(default, int):
-                values[key] = part.integer(key, default, minimum=MINIMUM.get(key, 0))
+        for key in keys:
+            if key in CHOICES:
+                values[key] = part.choice(key, CHOICES[key])
+            elif key in MINIMUM:
+                values[key] = part.integer(key, minimum=MINIMUM[key])
             else:
-                value = part.number(key, default)
+                value = part.number(key)
                 if value is None or not 0 <= value <= 1:
                     part.fail(f"{key} must be a number in [0, 1], got {part.get(key)!r}")
                 values[key] = value
@@ -248,10 +250,10 @@ def every_group_performance_bias() -> type[Any]:
     return PerformanceBias
 
 
-def outcomes(name: str, suite: Any, result: Any) -> list[dict[str, str]]:
+def outcomes(name: str, suite: Any, result: Any) -> list[Condition]:
     """One entry per condition of every check, in the suite's order; a check that raised gives category ERROR."""
     position = {id(check): i for i, check in suite.checks.items()}
-    out = []
+    out: list[Condition] = []
     # Deepchecks lists failures first; the suite's order keeps the file's diff to what changed.
     for check_result in sorted(result.results, key=lambda r: position[id(r.check)]):
         header = check_result.get_header()
@@ -301,10 +303,11 @@ def stable_html(page: str, suite: str, check_names: Sequence[str]) -> str:
     return STYLER_ID.sub(table_id, UUID.sub(stable_id, PROLOGUE.sub(every, page)))
 
 
-def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+def run(cfg: Mapping[str, Any], paths: Paths) -> ChecksFile:
     """Run the four suites; returns what reports/deepchecks.json holds."""
-    gates = section(cfg, "gates", paths.params)
-    config = read_config(gates.get("deepchecks", {}), paths.params.name)
+    source = paths.params.name
+    gates = ConfigReader(source, "gates", section(cfg, "gates", paths.params), {"deepchecks", "fairness", "champion"})
+    config = read_config(gates.required("deepchecks"), source)
     schema = dataset_schema(cfg, paths.params)
     bundle = load_bundle(paths.models)
     spec, threshold, session = bundle.spec, bundle.threshold.value, bundle.session()
@@ -318,7 +321,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         proba[name] = np.column_stack([1 - scores, scores])
         predicted[name] = np.where(scores >= threshold, positive, negative)
 
-    report: dict[str, Any] = {"suites": {}, "conditions": []}
+    report: ChecksFile = {"suites": {}, "conditions": []}
     paths.deepchecks.mkdir(parents=True, exist_ok=True)
     with quiet():
         from deepchecks.core import SuiteResult  # type: ignore[import-untyped]
@@ -362,11 +365,11 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
             checks = len(suites[name].checks)
             report["suites"][name] = {"html": html.relative_to(paths.root).as_posix(), "checks": checks}
             report["conditions"] += outcomes(name, suites[name], results[name])
-    write_json(paths.deepchecks_results, report)
+    CHECKS.write(paths, report)
     return report
 
 
-def message(results: dict[str, Any], paths: Paths) -> str:
+def message(results: ChecksFile, paths: Paths) -> str:
     counts: dict[str, int] = {}
     for item in results["conditions"]:
         counts[item["category"]] = counts.get(item["category"], 0) + 1

@@ -9,7 +9,9 @@ reports/plots/, models/threshold.json and the test scores. It completes the mode
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -35,40 +37,62 @@ from gitml.evaluate.metrics import fairness_summary, group_codes, group_metrics,
 from gitml.evaluate.plots import write_plots
 from gitml.evaluate.threshold import RULES, choose_threshold
 from gitml.io import write_json, write_parquet
+from gitml.outputs import FAIRNESS, INTERVALS, METRICS, MetricsFile
 from gitml.paths import Paths
 
+KEYS = {"threshold", "calibration_bins", "min_group_size", "min_group_cases", "bootstrap"}
 BOOTSTRAP_KEYS = {"resamples", "confidence", "seed"}
 
 
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The evaluate section of params.yaml, checked; every key is required (conf/config.yaml has them)."""
+
+    rule: str
+    value: float | None  # the threshold of rule fixed; may be null for the other rules
+    calibration_bins: int
+    min_group_size: int
+    min_group_cases: int
+    bootstrap: BootstrapConfig
+
+
 def _bootstrap_config(reader: ConfigReader) -> BootstrapConfig:
-    confidence = reader.number("confidence", 0.95)
+    confidence = reader.number("confidence")
     if confidence is None or not 0 < confidence < 1:
         reader.fail(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence!r}")
     return BootstrapConfig(
-        resamples=reader.integer("resamples", 1000, minimum=100),
+        resamples=reader.integer("resamples", minimum=100),
         confidence=confidence,
-        seed=reader.integer("seed", 42),
+        seed=reader.integer("seed"),
     )
 
 
-def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+def read_config(cfg: Mapping[str, Any], source: str) -> EvaluateConfig:
+    """The evaluate section, checked."""
+    reader = ConfigReader(source, "evaluate", cfg, KEYS)
+    rule_reader = ConfigReader(source, "evaluate.threshold", reader.required("threshold"), {"rule", "value"})
+    rule = rule_reader.choice("rule", RULES)
+    value = rule_reader.number("value")
+    if rule == "fixed" and (value is None or not 0 <= value <= 1):
+        rule_reader.fail(f"value must be a probability in [0, 1] for rule fixed, got {value!r}")
+    return EvaluateConfig(
+        rule=rule,
+        value=value,
+        calibration_bins=reader.integer("calibration_bins", minimum=2),
+        min_group_size=reader.integer("min_group_size", minimum=1),
+        min_group_cases=reader.integer("min_group_cases", minimum=1),
+        bootstrap=_bootstrap_config(
+            ConfigReader(source, "evaluate.bootstrap", reader.required("bootstrap"), BOOTSTRAP_KEYS)
+        ),
+    )
+
+
+def run(cfg: Mapping[str, Any], paths: Paths) -> MetricsFile:
     """Evaluate; returns what reports/metrics.json holds."""
-    source = paths.params.name
-    reader = ConfigReader(
-        source,
-        "evaluate",
-        section(cfg, "evaluate", paths.params),
-        {"threshold", "calibration_bins", "min_group_size", "min_group_cases", "bootstrap"},
-    )
-    rule_reader = ConfigReader(source, "evaluate.threshold", reader.get("threshold", {}), {"rule", "value"})
-    rule = rule_reader.choice("rule", RULES, "max_accuracy")
-    fixed = rule_reader.number("value", 0.5)
-    if rule == "fixed" and (fixed is None or not 0 <= fixed <= 1):
-        rule_reader.fail(f"value must be a probability in [0, 1] for rule fixed, got {fixed!r}")
-    bins = reader.integer("calibration_bins", 15, minimum=2)
-    min_group_size = reader.integer("min_group_size", 50, minimum=1)
-    min_group_cases = reader.integer("min_group_cases", 30, minimum=1)
-    boot = _bootstrap_config(ConfigReader(source, "evaluate.bootstrap", reader.get("bootstrap", {}), BOOTSTRAP_KEYS))
+    config = read_config(section(cfg, "evaluate", paths.params), paths.params.name)
+    rule, bins, boot = config.rule, config.calibration_bins, config.bootstrap
+    fixed = math.nan if config.value is None else config.value  # only rule fixed uses it, and it has one
+    min_group_size, min_group_cases = config.min_group_size, config.min_group_cases
     schema = dataset_schema(cfg, paths.params)
     spec = PreprocessSpec.load(paths.preprocess)
     if not paths.onnx.is_file():
@@ -77,7 +101,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
 
     x_val, y_val = matrices(spec, schema, load_split(paths, "val"))
     # Rounded once, here: the server reads the same number from models/threshold.json.
-    threshold = round(choose_threshold(onnx_scores(paths.onnx, x_val), y_val, rule, fixed or 0.5), 6)
+    threshold = round(choose_threshold(onnx_scores(paths.onnx, x_val), y_val, rule, fixed), 6)
     test = load_split(paths, "test")
     x_test, y_test = matrices(spec, schema, test)
     scores = onnx_scores(paths.onnx, x_test)
@@ -107,8 +131,8 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     for key, value in bounds.items():
         part, name = key.split("/", 1)
         by_part.setdefault(part, {})[name] = value
-    write_json(
-        paths.intervals,
+    INTERVALS.write(
+        paths,
         {
             "confidence": boot.confidence,
             "resamples": boot.resamples,
@@ -117,14 +141,14 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
             "fairness": by_part,
         },
     )
-    metrics = {
+    metrics: MetricsFile = {
         "threshold": {"rule": rule, "value": threshold, "chosen_on": "val"},
         "test": headline(scores, y_test, threshold, bins),
         "fairness": summaries,
     }
-    write_json(paths.metrics, metrics)
-    write_json(
-        paths.fairness,
+    METRICS.write(paths, metrics)
+    FAIRNESS.write(
+        paths,
         {"threshold": threshold, "min_group_size": min_group_size, "min_group_cases": min_group_cases, **per_attribute},
     )
     labels = tuple(c for c in (schema.label.categories or ()) if c != schema.positive_class)[:1] or ("negative",)
@@ -146,7 +170,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     return metrics
 
 
-def message(metrics: dict[str, Any], paths: Paths) -> str:
+def message(metrics: MetricsFile, paths: Paths) -> str:
     test = metrics["test"]
     return (
         f"evaluate: test AUROC {test['auroc']:.4f}, accuracy {test['accuracy']:.4f} at threshold "

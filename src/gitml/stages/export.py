@@ -92,14 +92,20 @@ def verify_parity(path: Path, model: torch.nn.Module, x: npt.NDArray[np.float32]
     }
 
 
+def read_config(cfg: Mapping[str, Any], source: str) -> tuple[int, float]:
+    """The export section, checked: (opset, parity_tolerance)."""
+    reader = ConfigReader(source, "export", cfg, {"opset", "parity_tolerance"})
+    opset = reader.integer("opset", minimum=7)
+    tolerance = reader.number("parity_tolerance")
+    if tolerance is None or tolerance < 0:
+        reader.fail(f"parity_tolerance must be a non-negative number, got {tolerance!r}")
+    return opset, tolerance
+
+
 def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     """Export the checkpoint to ONNX and check parity on the test split; returns the export report."""
     source = paths.params.name
-    reader = ConfigReader(source, "export", section(cfg, "export", paths.params), {"opset", "parity_tolerance"})
-    opset = reader.integer("opset", 18, minimum=7)
-    tolerance = reader.number("parity_tolerance", 1e-5)
-    if tolerance is None or tolerance < 0:
-        reader.fail(f"parity_tolerance must be a non-negative number, got {tolerance!r}")
+    opset, tolerance = read_config(section(cfg, "export", paths.params), source)
     schema = dataset_schema(cfg, paths.params)
     spec = PreprocessSpec.load(paths.preprocess)
     module = load_model(paths)

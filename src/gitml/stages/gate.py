@@ -2,8 +2,8 @@
 
 It runs after `dvc repro`, not as a DVC stage: the champion comes from git (GTO's tags, main's
 commits), which DVC does not track. It reads what the pipeline wrote (the model bundle, the
-Deepchecks results, the test metrics, their bootstrap intervals), always writes its report, and exits 0 whatever the
-verdict; `gitml gate --check` is what fails a run (make run, CI) on a failed verdict.
+Deepchecks results, the test metrics, their bootstrap intervals), always writes its report, and
+exits 0 whatever the verdict; `gitml gate --check` is what fails a run on a failed verdict.
 """
 
 from __future__ import annotations
@@ -18,14 +18,13 @@ from gitml.errors import GitmlError
 from gitml.gates.champion import ChampionConfig, champion_checks, find_champion
 from gitml.gates.checks import Check, number, verdict
 from gitml.gates.fairness import fairness_checks, gated_limits
-from gitml.io import write_json
+from gitml.outputs import CHECKS, GATE, INTERVALS, METRICS, ChecksFile, GateFile, MetricsFile
 from gitml.paths import Paths
-from gitml.summary import load_output
 
 DEEPCHECKS_PASSING = {"PASS": (True, False), "WARN": (True, True), "FAIL": (False, False), "ERROR": (False, False)}
 
 
-def deepchecks_checks(results: Mapping[str, Any]) -> list[Check]:
+def deepchecks_checks(results: ChecksFile) -> list[Check]:
     """One check per Deepchecks condition; a check that could not run (ERROR) fails."""
     checks = []
     for item in results.get("conditions", []):
@@ -39,7 +38,7 @@ def deepchecks_checks(results: Mapping[str, Any]) -> list[Check]:
     return checks
 
 
-def bundle_check(paths: Paths, metrics: Mapping[str, Any]) -> Check:
+def bundle_check(paths: Paths, metrics: MetricsFile) -> Check:
     """The model bundle verifies (gitml.bundle.load), and its manifest records the metrics the gate judges."""
     name = "bundle/verified"
     try:
@@ -58,16 +57,16 @@ def bundle_check(paths: Paths, metrics: Mapping[str, Any]) -> Check:
     return Check(name, "bundle", None, None, True, f"{files} match {paths.manifest.name} (sha256)")
 
 
-def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
+def run(cfg: Mapping[str, Any], paths: Paths) -> GateFile:
     """Gather every check, decide, write reports/gate.json; returns what it holds."""
     source = paths.params.name
     gates = ConfigReader(source, "gates", section(cfg, "gates", paths.params), {"deepchecks", "fairness", "champion"})
     schema = dataset_schema(cfg, paths.params)
-    limits = gated_limits(gates.get("fairness", {}) or {}, source, [c.name for c in schema.protected_columns])
-    metrics = load_output(paths.metrics, "evaluate")
-    intervals = load_output(paths.intervals, "evaluate")
-    results = load_output(paths.deepchecks_results, "deepchecks")
-    config = ChampionConfig.from_config(gates.get("champion", {}), source, metrics["test"])
+    limits = gated_limits(gates.required("fairness"), source, [c.name for c in schema.protected_columns])
+    metrics = METRICS.read(paths)
+    intervals = INTERVALS.read(paths)
+    results = CHECKS.read(paths)
+    config = ChampionConfig.from_config(gates.required("champion"), source, metrics["test"])
     baseline = find_champion(paths.root, config)
 
     checks = [
@@ -77,7 +76,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         *champion_checks(config, baseline, metrics, limits, intervals.get("fairness", {})),
     ]
     outcome, reason = verdict(checks)
-    report = {
+    report: GateFile = {
         "verdict": outcome,
         "reason": reason,
         "champion": baseline.as_dict(),
@@ -88,7 +87,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
             "warnings": sum(c.warning and c.passed for c in checks),
         },
     }
-    write_json(paths.gate, report)
+    GATE.write(paths, report)
     return report
 
 
@@ -99,7 +98,7 @@ def _table(rows: list[list[str]]) -> list[str]:
 
 def check(paths: Paths) -> tuple[bool, str]:
     """The recorded verdict: (passed, the lines to print). Failing checks, then warnings, as a table."""
-    report = load_output(paths.gate, "gate", "Run `gitml gate` (or `make run`)")
+    report = GATE.read(paths)
     passed = report["verdict"] == "pass"
     lines = [f"gate: {'PASS' if passed else 'FAIL'}: {report['reason']}"]
     failing = [c for c in report["checks"] if not c["passed"]]
@@ -117,5 +116,5 @@ def check(paths: Paths) -> tuple[bool, str]:
     return passed, "\n".join(lines)
 
 
-def message(report: dict[str, Any], paths: Paths) -> str:
+def message(report: GateFile, paths: Paths) -> str:
     return f"gate: {report['verdict']}: {report['reason']} -> {paths.gate.relative_to(paths.root)}"

@@ -8,26 +8,28 @@ Without main (a new fork's first pull request, or no git) it still writes everyt
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from gitml.baseline import branch_baseline
+from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
 from gitml.errors import GitmlError
 from gitml.paths import Paths
 from gitml.report import Outputs, committed_lineage, current_lineage, curve_names, relative, working_tree
-from gitml.report.card import MIN_POSITIVES, read_card, render_model_card
+from gitml.report.card import read_card, render_model_card
 from gitml.report.figures import write_figures
 from gitml.report.markdown import render_report
 
 
-def _min_positives(cfg: Mapping[str, Any], fairness: Mapping[str, Any]) -> int:
-    """The fewest positives a group needs for its TPR to be compared: as evaluate used it."""
-    evaluate = cfg.get("evaluate")
-    configured = evaluate.get("min_group_cases") if isinstance(evaluate, Mapping) else None
-    for value in (fairness.get("min_group_cases"), configured):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return MIN_POSITIVES
+def _min_positives(cfg: Mapping[str, Any], fairness: Mapping[str, Any], source: Path) -> int:
+    """The fewest positives a group needs for its TPR to be compared: as evaluate used it
+    (reports/fairness.json records it), else params.yaml's evaluate.min_group_cases."""
+    recorded = fairness.get("min_group_cases")
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
+        return recorded
+    evaluate = section(cfg, "evaluate", source)
+    return ConfigReader(source.name, "evaluate", evaluate, set(evaluate)).integer("min_group_cases", minimum=1)
 
 
 def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
@@ -50,7 +52,9 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     report = render_report(paths, cfg, now, main, baseline, lineage, main_lineage, figures)
     paths.report.parent.mkdir(parents=True, exist_ok=True)
     paths.report.write_text(report, encoding="utf-8")
-    model_card = render_model_card(cfg, schema, card, now, lineage, _min_positives(cfg, now.fairness or {}))
+    model_card = render_model_card(
+        cfg, schema, card, now, lineage, _min_positives(cfg, now.fairness or {}, paths.params)
+    )
     paths.model_card.write_text(model_card, encoding="utf-8")
     compared = f"vs {baseline.description}" if baseline.exists else "no main to compare with"
     verdict = (now.gate or {}).get("verdict")

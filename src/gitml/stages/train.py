@@ -55,27 +55,29 @@ class TrainConfig:
         keys = {"seed", "batch_size", "threads", "class_weight", "early_stopping", "reweigh"}
         reader = ConfigReader(source, "train", cfg, keys)
         stopping = ConfigReader(
-            source, "train.early_stopping", reader.get("early_stopping", {}), {"monitor", "patience", "min_delta"}
+            source, "train.early_stopping", reader.required("early_stopping"), {"monitor", "patience", "min_delta"}
         )
-        reweigh = ConfigReader(source, "train.reweigh", reader.get("reweigh", {}), {"enabled", "attributes"})
-        class_weight = reader.get("class_weight", "none")
+        reweigh = ConfigReader(source, "train.reweigh", reader.required("reweigh"), {"enabled", "attributes"})
+        class_weight = reader.required("class_weight")
         if isinstance(class_weight, bool) or not (
             class_weight in ("balanced", "none") or (isinstance(class_weight, int | float) and class_weight > 0)
         ):
             reader.fail(f"class_weight: use balanced, none or a positive number, got {class_weight!r}")
-        threads = reader.get("threads")
-        if threads is not None:
-            threads = reader.integer("threads", 1, minimum=1)
+        # null leaves torch's default number of threads.
+        threads = None if reader.required("threads") is None else reader.integer("threads", minimum=1)
+        min_delta = stopping.number("min_delta")
+        if min_delta is None or min_delta < 0:
+            stopping.fail(f"min_delta must be a number >= 0, got {min_delta!r}")
         return cls(
-            seed=reader.integer("seed", 0),
-            batch_size=reader.integer("batch_size", 512, minimum=1),
+            seed=reader.integer("seed"),
+            batch_size=reader.integer("batch_size", minimum=1),
             threads=threads,
             class_weight=class_weight,
-            monitor=stopping.choice("monitor", ["val/auroc", "val/loss"], "val/auroc"),
-            patience=stopping.integer("patience", 4, minimum=1),
-            min_delta=stopping.number("min_delta", 0.0) or 0.0,
-            reweigh=reweigh.boolean("enabled", False),
-            reweigh_attributes=reweigh.strings("attributes", ()),
+            monitor=stopping.choice("monitor", ["val/auroc", "val/loss"]),
+            patience=stopping.integer("patience", minimum=1),
+            min_delta=min_delta,
+            reweigh=reweigh.boolean("enabled"),
+            reweigh_attributes=reweigh.strings("attributes"),
         )
 
 
