@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -147,3 +148,17 @@ def test_evaluate_reruns_on_every_param_the_manifest_hashes(stages: dict[str, An
     from gitml.bundle import PARAMS
 
     assert set(PARAMS) <= set(stages["evaluate"]["params"])
+
+
+def test_the_server_imports_nothing_of_training(repo: Path) -> None:
+    """The server's imports say what it needs: the bundle, never model/ (torch) or a stage."""
+    modules = _imports(repo, "gitml.serve.app")
+    assert "gitml.bundle" in modules
+    assert sorted(m for m in modules if m.startswith(("gitml.model.", "gitml.stages."))) == []
+
+
+def test_model_holds_torch_code_only(repo: Path) -> None:
+    """Nothing torch-free lives under model/: such code belongs where the server can import it."""
+    for path in sorted((repo / "src" / "gitml" / "model").glob("*.py")):
+        if path.name != "__init__.py":
+            assert re.search(r"^(import|from) (torch|lightning)\b", path.read_text(), re.M), path.name
