@@ -1,13 +1,16 @@
-"""Shared fixtures: a small dataset of our own making (the "toy" schema), the real repository, and
-a scratch repository with the real config and a sample of the real splits, trained once."""
+"""Shared fixtures and helpers: a small dataset of our own making (the "toy" schema), the real
+repository and its params sections, the programs tests run (linters, git), and a scratch repository
+with the real config and a sample of the real splits, trained once."""
 
 from __future__ import annotations
 
 import copy
 import csv
+import functools
 import importlib.util
 import random
 import shutil
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +20,7 @@ from typing import Any
 import pytest
 
 from gitml.paths import Paths
+from gitml.scratch import scratch_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,6 +98,30 @@ def write_csv(path: Path, rows: list[list[str]], header: list[str] | None = TOY_
     return path
 
 
+# The split section that goes with the toy config in a params.yaml.
+TOY_SPLIT: dict[str, Any] = {
+    "seed": 1,
+    "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "stratify": ["churned"],
+    "reference_rows": 5000,
+}
+
+
+def write_toy_params(root: Path, **sections: object) -> None:
+    """root/params.yaml with the toy `data` and `split` sections, and `sections` added or replaced."""
+    import yaml
+
+    params: dict[str, object] = {"data": toy_config(), "split": copy.deepcopy(TOY_SPLIT), **sections}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture
+def toy_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The toy dataset's pseudonymisation key in the environment, where the stages read it."""
+    for name, value in TOY_KEY.items():
+        monkeypatch.setenv(name, value)
+
+
 @pytest.fixture
 def toy_root(tmp_path: Path) -> Path:
     """A directory holding raw/toy.csv with 200 valid rows."""
@@ -123,6 +151,49 @@ def load_benchmark(name: str) -> ModuleType:
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+@functools.cache
+def _repo_params() -> dict[str, Any]:
+    from gitml.config import load_params
+
+    return load_params(REPO / "params.yaml")
+
+
+def params_section(name: str, **changes: Any) -> dict[str, Any]:
+    """A deep copy of one section of the repository's params.yaml (`gates.x` names a subsection),
+    with top-level keys replaced."""
+    value: Any = _repo_params()
+    for part in name.split("."):
+        value = value[part]
+    assert isinstance(value, dict)
+    return {**copy.deepcopy(value), **changes}
+
+
+# --- Programs run in a subprocess -------------------------------------------------------------------
+
+
+def tool(name: str) -> Path:
+    """A linter installed with the dev extra: beside this interpreter first, then on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file():
+        return beside
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed beside {sys.executable} nor on PATH: run `make test`", pytrace=False)
+    return Path(found)
+
+
+def run(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """A command's exit status and output; a failure is the caller's to assert on."""
+    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def git(cwd: Path, *args: str) -> str:
+    """git in `cwd` with a scratch identity and no commit signing; its stripped output. Fails the test on an error."""
+    done = subprocess.run(["git", *args], cwd=cwd, env=scratch_env(), capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
+    return done.stdout.strip()
 
 
 # --- A sample of the bundled data, with the real Hydra config --------------------------------------
@@ -189,14 +260,18 @@ def fresh_copy(adult_sample: Paths, tmp_path: Path) -> Callable[..., Paths]:
 Trained = tuple[Paths, dict[str, dict[str, Any]]]
 
 
+def train_export_evaluate(paths: Paths) -> dict[str, dict[str, Any]]:
+    """The train, export and evaluate stages run on `paths` with its params.yaml; their reports."""
+    from gitml.config import load_params
+    from gitml.stages import evaluate, export, train
+
+    params = load_params(paths.params)
+    return {stage.__name__.rsplit(".", 1)[1]: stage.run(params, paths) for stage in (train, export, evaluate)}
+
+
 @pytest.fixture(scope="session")
 def trained_sample(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """train -> export -> evaluate on the sample, once for the whole suite: the model bundle and the
     stages' reports. Tests that write into it take a `copy_repo` of it first."""
-    from gitml.config import load_params
-    from gitml.stages import evaluate, export, train
-
     paths = copy_repo(adult_sample, tmp_path_factory.mktemp("trained"))
-    params = load_params(paths.params)
-    reports = {stage.__name__.rsplit(".", 1)[1]: stage.run(params, paths) for stage in (train, export, evaluate)}
-    return paths, reports
+    return paths, train_export_evaluate(paths)

@@ -7,16 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gitml.cli import main
-from tests.conftest import TOY_KEY, toy_config, toy_rows, write_csv
+from tests.conftest import TOY_KEY, toy_config, toy_rows, write_csv, write_toy_params
 
-
-@pytest.fixture(autouse=True)
-def _toy_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in TOY_KEY.items():
-        monkeypatch.setenv(name, value)
+pytestmark = pytest.mark.usefixtures("toy_key")
 
 
 def gitml(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[int, str, str]:
@@ -25,23 +20,9 @@ def gitml(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> tuple[i
     return code, out, err
 
 
-def write_params(root: Path, **sections: object) -> None:
-    params: dict[str, object] = {
-        "data": toy_config(),
-        "split": {
-            "seed": 1,
-            "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
-            "stratify": ["churned"],
-            "reference_rows": 5000,
-        },
-    }
-    params.update(sections)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-
-
 def test_stages_run_from_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_csv(tmp_path / "raw" / "toy.csv", toy_rows())
-    write_params(tmp_path)
+    write_toy_params(tmp_path)
     assert gitml(capsys, tmp_path, "ingest") == (0, "ingest: 200 rows read -> 200 clean, 0 quarantined (none)\n", "")
     code, out, _ = gitml(capsys, tmp_path, "split")
     assert code == 0
@@ -56,7 +37,7 @@ def test_quarantine_reasons_are_counted_in_the_summary(tmp_path: Path, capsys: p
     rows = toy_rows()
     rows[3][1] = "130"
     write_csv(tmp_path / "raw" / "toy.csv", rows)
-    write_params(tmp_path)
+    write_toy_params(tmp_path)
     assert (
         gitml(capsys, tmp_path, "ingest")[1]
         == "ingest: 200 rows read -> 199 clean, 1 quarantined (out_of_range:age 1)\n"
@@ -68,7 +49,7 @@ def test_quarantine_reasons_are_counted_in_the_summary(tmp_path: Path, capsys: p
 def test_bad_config_prints_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = toy_config()
     cfg["columns"]["age"]["role"] = "protcted"
-    write_params(tmp_path, data=cfg)
+    write_toy_params(tmp_path, data=cfg)
     code, _, err = gitml(capsys, tmp_path, "ingest")
     assert code == 1
     assert err.startswith("gitml ingest: error: params.yaml: data (from conf/data/): column 'age': role 'protcted'")
@@ -107,7 +88,7 @@ def test_params_compose_and_check(repo: Path, tmp_path: Path, capsys: pytest.Cap
 def test_a_real_process_shows_no_traceback(tmp_path: Path) -> None:
     """Through the installed console script, as dvc.yaml calls it."""
     write_csv(tmp_path / "raw" / "toy.csv", toy_rows(), delimiter="\t")
-    write_params(tmp_path)
+    write_toy_params(tmp_path)
     script = Path(sys.executable).parent / "gitml"
     result = subprocess.run(
         [str(script), "--root", str(tmp_path), "ingest"],

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from tests.deploy.test_deploy import run, tool
+from tests.conftest import REPO, run, tool
 
 GITHUB = REPO / ".github"
 CODEOWNERS = GITHUB / "CODEOWNERS"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 import shutil
 from collections.abc import Callable, Mapping
@@ -14,6 +13,7 @@ import yaml
 
 from gitml.config import compose_params, dataset_schema, load_params
 from gitml.errors import GitmlError
+from tests.conftest import REPO, params_section
 
 
 def test_committed_params_match_conf(repo: Path, tmp_path: Path) -> None:
@@ -57,21 +57,12 @@ def test_no_conf_dir(tmp_path: Path) -> None:
 # --- Defaults live in conf/ only: every key a stage reads is required --------------------------
 
 SOURCE = "params.yaml"
-PARAMS = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+PARAMS = load_params(REPO / "params.yaml")
 # The sections of params.yaml that stages read with a ConfigReader (the dataset schema, whose
 # optional keys have documented defaults, and gates.fairness, whose limits are optional, aside).
 SECTIONS = ("split", "preprocess", "train", "export", "evaluate", "gates.deepchecks", "gates.champion", "serve")
 # The message of a missing fraction says what the three are for.
 FRACTIONS = r"split.fractions: give each of train, val, test a positive share"
-
-
-def params_section(name: str) -> dict[str, Any]:
-    """A deep copy of one section of the repository's params.yaml; `gates.x` is a subsection."""
-    value: Any = PARAMS
-    for part in name.split("."):
-        value = value[part]
-    assert isinstance(value, dict)
-    return copy.deepcopy(value)
 
 
 def read(name: str, cfg: Mapping[str, Any]) -> Any:
@@ -91,7 +82,7 @@ def read(name: str, cfg: Mapping[str, Any]) -> Any:
         "export": lambda c: export.read_config(c, SOURCE),
         "evaluate": lambda c: evaluate.read_config(c, SOURCE),
         "gates.deepchecks": lambda c: deepchecks.read_config(c, SOURCE),
-        "gates.champion": lambda c: ChampionConfig.from_config(c, SOURCE, {"auroc": 0.9, "brier": 0.1, "rows": 10}),
+        "gates.champion": lambda c: ChampionConfig.from_config(c, SOURCE),
         "serve": lambda c: ServeConfig.from_config(c, SOURCE, Path("/srv")),
     }
     return readers[name](cfg)

@@ -10,7 +10,7 @@ import pytest
 from gitml.cli import main
 from gitml.paths import Paths
 from gitml.runlog import latest_seconds, record
-from tests.conftest import TOY_KEY, toy_config, toy_rows, write_csv
+from tests.conftest import toy_rows, write_csv, write_toy_params
 
 
 def test_latest_successful_run_of_each_stage_in_the_order_they_ran(tmp_path: Path) -> None:
@@ -40,24 +40,12 @@ def test_an_unwritable_log_never_fails_the_stage(tmp_path: Path) -> None:
     assert latest_seconds(Paths(tmp_path)) == {}
 
 
+@pytest.mark.usefixtures("toy_key")
 def test_stage_commands_log_their_time_and_write_none_into_their_outputs(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name, value in TOY_KEY.items():
-        monkeypatch.setenv(name, value)
-    import yaml
-
     write_csv(tmp_path / "raw" / "toy.csv", toy_rows())
-    params = {
-        "data": toy_config(),
-        "split": {
-            "seed": 1,
-            "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
-            "stratify": ["churned"],
-            "reference_rows": 5000,
-        },
-    }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    write_toy_params(tmp_path)
     assert main(["--root", str(tmp_path), "ingest"]) == 0
     assert main(["--root", str(tmp_path), "split"]) == 0
     (tmp_path / "params.yaml").write_text("data: {}\n")

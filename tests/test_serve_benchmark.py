@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from tests.conftest import load_benchmark
-
-REPO = Path(__file__).resolve().parents[1]
 
 WRK_OK = """\
 Running 5s test @ http://127.0.0.1:41234/predict

@@ -8,6 +8,7 @@ that says what to do, without a traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -173,8 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     status = "failed"
     try:
-        print(handler(paths, args))
+        message = handler(paths, args)
         status = "ok"
+        print(message, flush=True)
     except GateFailedError as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -184,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         status = "interrupted"
         return 130
+    except BrokenPipeError:  # the reader left (`gitml summary | head -1`): the work is done, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         if args.command in TIMED:
             from gitml.runlog import record

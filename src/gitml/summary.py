@@ -6,8 +6,17 @@ from pathlib import Path
 from typing import Any
 
 from gitml.errors import GitmlError
+from gitml.evaluate.measures import label
 from gitml.outputs import METRICS, RUN_PIPELINE, read_json
 from gitml.paths import Paths
+
+# What the summary shows of the test metrics and of each attribute's fairness (with its digits).
+HEADLINE_SHOWN = ("auroc", "accuracy", "balanced_accuracy", "f1", "ece")
+FAIRNESS_SHOWN = (
+    ("demographic_parity_ratio", 2),
+    ("equal_opportunity_difference", 3),
+    ("equalized_odds_difference", 3),
+)
 
 
 def _load(path: Path, stage: str) -> dict[str, Any]:
@@ -36,21 +45,17 @@ def _model_lines(paths: Paths) -> list[str]:
         f"{train['parameters']:,} parameters, {train['features']['width']} inputs",
         f"  export      {paths.onnx.relative_to(paths.root)}; ONNX Runtime vs torch on {export['rows']:,} test rows: "
         f"max |diff| {export['max_abs_diff']:.1e}",
-        f"  test        AUROC {test['auroc']:.3f} | accuracy {test['accuracy']:.3f} | balanced accuracy "
-        f"{test['balanced_accuracy']:.3f} | F1 {test['f1']:.3f} | ECE {test['ece']:.3f}",
+        "  test        " + " | ".join(f"{label(name)} {test[name]:.3f}" for name in HEADLINE_SHOWN),
         f"  threshold   {threshold['value']:.3f} ({threshold['rule']} on {threshold['chosen_on']}); "
-        f"selection rate {test['selection_rate']:.1%}, base rate {test['positive_rate']:.1%}",
+        + ", ".join(f"{label(name)} {test[name]:.1%}" for name in ("selection_rate", "positive_rate")),
     ]
     for i, (attribute, gaps) in enumerate(sorted(metrics["fairness"].items())):
         head = "  fairness    " if i == 0 else "              "
         if gaps["demographic_parity_ratio"] is None:
             lines.append(f"{head}{attribute:<6} fewer than two groups large enough to compare")
             continue
-        lines.append(
-            f"{head}{attribute:<6} selection-rate ratio {_number(gaps['demographic_parity_ratio'], 2)} | TPR gap "
-            f"{_number(gaps['equal_opportunity_difference'], 3)} | equalized-odds gap "
-            f"{_number(gaps['equalized_odds_difference'], 3)}"
-        )
+        shown = " | ".join(f"{label(name)} {_number(gaps[name], digits)}" for name, digits in FAIRNESS_SHOWN)
+        lines.append(f"{head}{attribute:<6} {shown}")
     lines.append(f"  per group   {paths.fairness.relative_to(paths.root)}; plots: dvc plots show")
     return lines
 

@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from gitml.config import load_params
 from gitml.data.features import (
     MISSING,
     OTHER,
@@ -26,7 +26,7 @@ from gitml.data.features import (
 )
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
-from tests.conftest import REPO, toy_config
+from tests.conftest import params_section, toy_config
 
 # The toy schema after ingest: city generalised into country groups, balance top-coded,
 # customer_id pseudonymised (an identifier, so never a model input).
@@ -48,10 +48,14 @@ def toy_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
     )
 
 
+# The toy data's preprocessing: no log transform, every category its own column however rare.
+ALL_KEPT: dict[str, Any] = {"log1p_skew_above": None, "min_category_count": 1}
+
+
 def fitted(frame: pd.DataFrame | None = None, **config: object) -> PreprocessSpec:
     frame = toy_frame() if frame is None else frame
     columns = frame_columns(frame, [c.name for c in SCHEMA.feature_columns])
-    return fit(SCHEMA, columns, PreprocessConfig(**config))  # type: ignore[arg-type]
+    return fit(SCHEMA, columns, PreprocessConfig(**{**ALL_KEPT, **config}))
 
 
 def test_layout_follows_the_schema_feature_list() -> None:
@@ -118,7 +122,7 @@ def test_log1p_only_for_skewed_non_negative_columns() -> None:
 
 
 def test_the_preprocess_config_is_params_preprocess() -> None:
-    preprocess = load_params(REPO / "params.yaml")["preprocess"]
+    preprocess = params_section("preprocess")
     config = PreprocessConfig.from_config(preprocess, "params.yaml")
     assert dataclasses.asdict(config) == preprocess
 
@@ -132,7 +136,7 @@ def test_the_preprocess_config_is_params_preprocess() -> None:
     ],
 )
 def test_preprocess_config_mistakes_are_named(change: dict[str, object], message: str) -> None:
-    preprocess = {**load_params(REPO / "params.yaml")["preprocess"], **change}
+    preprocess = params_section("preprocess", **change)
     with pytest.raises(GitmlError, match=rf"params.yaml: preprocess: {message}"):
         PreprocessConfig.from_config(preprocess, "params.yaml")
 
@@ -170,7 +174,7 @@ def test_missing_spec_and_missing_columns_are_named(tmp_path: Path) -> None:
     with pytest.raises(GitmlError, match="needs the columns balance"):
         fitted().transform({"age": [1], "city": ["France"], "segment": ["retail"]})
     with pytest.raises(GitmlError, match="no column 'balance'"):
-        fit(SCHEMA, {"age": [1], "city": ["France"], "segment": ["retail"]}, PreprocessConfig())
+        fit(SCHEMA, {"age": [1], "city": ["France"], "segment": ["retail"]}, PreprocessConfig(**ALL_KEPT))
 
 
 def test_a_text_feature_is_refused_with_what_to_do() -> None:
@@ -179,7 +183,7 @@ def test_a_text_feature_is_refused_with_what_to_do() -> None:
     schema = DatasetSchema.from_config(cfg)
     frame = toy_frame().assign(note="free text")
     with pytest.raises(GitmlError, match=r"'note' is a string feature.*role: identifier"):
-        fit(schema, frame_columns(frame, [c.name for c in schema.feature_columns]), PreprocessConfig())
+        fit(schema, frame_columns(frame, [c.name for c in schema.feature_columns]), PreprocessConfig(**ALL_KEPT))
 
 
 def test_labels_mark_the_positive_class() -> None:

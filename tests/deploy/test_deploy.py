@@ -13,7 +13,6 @@ import posixpath
 import re
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO, run, tool
+
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 OVERLAYS = ["staging", "prod"]
@@ -37,21 +37,6 @@ VERSION_LABEL = "gitml.dev/model-version"
 SKIP_ANNOTATION = re.compile(r"checkov\.io/skip\d+")
 # A checkov skip reads `CKV_..._<n>=<why>`; the why has to be a sentence, not a placeholder.
 SKIP_VALUE = re.compile(r"(?P<check>CKV2?_[A-Z0-9]+_\d+)=(?P<reason>.+)", re.DOTALL)
-
-
-def tool(name: str) -> Path:
-    """A linter installed with the dev extra: beside this interpreter first, then on PATH."""
-    beside = Path(sys.executable).parent / name
-    if beside.is_file():
-        return beside
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is not installed beside {sys.executable} nor on PATH: run `make test`", pytrace=False)
-    return Path(found)
-
-
-def run(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True, check=False)
 
 
 # --- The Dockerfile, read the way Docker reads it -------------------------------------------------
@@ -379,6 +364,14 @@ def failed_ids(report: dict[str, Any]) -> list[str]:
     return sorted({c["check_id"] for c in report["results"]["failed_checks"]})
 
 
+def assert_rejected(manifests: Path, checks: list[str]) -> None:
+    """kubernetes-validate --strict refuses the file, and checkov fails every one of `checks` on it."""
+    assert run(tool("kubernetes-validate"), "--strict", "--kubernetes-version", OLDEST_KUBERNETES, manifests).returncode
+    caught = failed_ids(checkov("kubernetes", manifests))
+    for check in checks:
+        assert check in caught, caught
+
+
 @pytest.mark.slow
 def test_checkov_passes_the_dockerfile(tmp_path: Path) -> None:
     target = tmp_path / "Dockerfile"
@@ -492,10 +485,7 @@ def test_the_validators_catch_a_bad_manifest(tmp_path: Path) -> None:
     container["readinesProbe"] = {"httpGet": {"path": "/ready", "port": "http"}}  # a typo strict mode rejects
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump_all(docs))
-    assert run(tool("kubernetes-validate"), "--strict", "--kubernetes-version", OLDEST_KUBERNETES, bad).returncode
-    caught = failed_ids(checkov("kubernetes", bad))
-    for check in ("CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_38", "CKV_K8S_43"):
-        assert check in caught, caught
+    assert_rejected(bad, ["CKV_K8S_8", "CKV_K8S_9", "CKV_K8S_20", "CKV_K8S_22", "CKV_K8S_38", "CKV_K8S_43"])
 
 
 @pytest.mark.slow

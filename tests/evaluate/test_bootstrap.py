@@ -15,6 +15,7 @@ from gitml.evaluate.bootstrap import (
     weighted_gaps,
     weighted_headline,
 )
+from gitml.evaluate.measures import FAIRNESS, HEADLINE
 from gitml.evaluate.metrics import fairness_summary, group_codes, group_metrics, headline
 from tests.evaluate.test_metrics import sample
 
@@ -25,6 +26,9 @@ def test_counts_of_one_give_the_torchmetrics_estimates() -> None:
     threshold = 0.47
     expected = headline(scores, y, threshold, bins=12)
     got = weighted_headline(scores, y, threshold, 12, np.ones((1, len(y))))
+    # Both compute exactly the measures defined in gitml.evaluate.measures; the base rate is the
+    # data's, so it has no interval.
+    assert set(expected) - {"rows"} == {m.name for m in HEADLINE}
     assert set(got) == set(expected) - {"rows", "positive_rate"}
     for name, values in got.items():
         assert values[0] == pytest.approx(expected[name], abs=2e-6), name
@@ -37,6 +41,7 @@ def test_counts_of_one_give_the_fairness_summary() -> None:
     summary = fairness_summary(scores, y, groups, threshold, per_group, min_group_size=100, min_group_cases=40)
     names, codes = group_codes(groups)
     got = weighted_gaps(y, scores >= threshold, codes, *summary_groups(names, summary), np.ones((1, len(y))))
+    assert set(got) == {m.name for m in FAIRNESS} == set(summary) - {k for k in summary if k.startswith("groups_")}
     for name, values in got.items():
         assert values[0] == pytest.approx(summary[name], abs=2e-6), name
 
@@ -60,7 +65,9 @@ def test_intervals_cover_the_estimate_and_narrow_with_more_rows() -> None:
     for n in (1000, 8000):
         scores, y, _ = sample(n=n, seed=6)
         estimate = headline(scores, y, 0.5, bins=10)
-        out = intervals(partial(weighted_headline, scores, y, 0.5, 10), n, BootstrapConfig(resamples=300, seed=1))
+        out = intervals(
+            partial(weighted_headline, scores, y, 0.5, 10), n, BootstrapConfig(resamples=300, confidence=0.95, seed=1)
+        )
         for name in ("accuracy", "auroc", "f1", "brier"):
             low, high = out[name]  # type: ignore[misc]
             assert low <= estimate[name] <= high, name
@@ -71,7 +78,7 @@ def test_intervals_cover_the_estimate_and_narrow_with_more_rows() -> None:
 def test_the_same_seed_gives_the_same_intervals() -> None:
     scores, y, _ = sample(n=1500, seed=7)
     compute = partial(weighted_headline, scores, y, 0.5, 10)
-    config = BootstrapConfig(resamples=200, seed=9, chunk=64)  # chunks of unequal size
+    config = BootstrapConfig(resamples=200, confidence=0.95, seed=9, chunk=64)  # chunks of unequal size
     assert intervals(compute, len(y), config) == intervals(compute, len(y), config)
 
 

@@ -21,10 +21,13 @@ from gitml.gates.fairness import fairness_checks, gated_limits
 from gitml.paths import Paths
 from gitml.scratch import scratch_env
 from gitml.stages import gate
-from tests.conftest import REPO, Trained
+from tests.conftest import Trained, git, params_section
 
 PROTECTED = ["sex", "race", "age"]
 SUMMARY = {"equal_opportunity_difference": 0.08, "demographic_parity_ratio": 0.30, "base_rate_ratio": 0.36}
+
+
+CHAMPION = ChampionConfig.from_config(params_section("gates.champion"), "params.yaml")  # conf/gates/'s
 
 
 def limits(**attributes: Any) -> dict[str, Any]:
@@ -134,32 +137,30 @@ def test_no_gated_attribute_is_no_limit() -> None:
 
 
 def test_the_champion_config_is_conf_gates() -> None:
-    champion = load_params(REPO / "params.yaml")["gates"]["champion"]
-    config = ChampionConfig.from_config(champion, "params.yaml", {"auroc": 0.9, "brier": 0.1, "rows": 10})
+    champion = params_section("gates.champion")
+    config = ChampionConfig.from_config(champion, "params.yaml")
     assert dataclasses.asdict(config) == champion
 
 
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"primary_metric": "auc"}, r"primary_metric 'auc' is not one of auroc, brier \(did you mean 'auroc'\?\)"),
+        (
+            {"primary_metric": "auc"},
+            r"primary_metric 'auc' is not one of accuracy, .*, auroc, .*\(did you mean 'auroc'\?\)",
+        ),
         ({"tolerance": -0.1}, r"tolerance must be a number >= 0, got -0.1"),
         ({"branch": None}, r"branch must be a name, got None"),
         ({"stage": ""}, r"stage must be a name"),
     ],
 )
 def test_champion_config_mistakes_are_named(change: dict[str, Any], message: str) -> None:
-    champion = {**load_params(REPO / "params.yaml")["gates"]["champion"], **change}
+    champion = params_section("gates.champion", **change)
     with pytest.raises(GitmlError, match=rf"params.yaml: gates.champion: {message}"):
-        ChampionConfig.from_config(champion, "params.yaml", {"auroc": 0.9, "brier": 0.1, "rows": 10})
+        ChampionConfig.from_config(champion, "params.yaml")
 
 
 # --- the champion, from real git history and real GTO tags (no mocks) -------------------------
-
-
-def git(root: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=root, env=scratch_env(), capture_output=True, text=True, check=True)
-    return done.stdout
 
 
 def gto(root: Path, *args: str) -> None:
@@ -173,7 +174,7 @@ def commit_metrics(root: Path, auroc: float, tpr_gap: float, message: str) -> st
     path.write_text(json.dumps(metrics), encoding="utf-8")
     git(root, "add", "-A")
     git(root, "commit", "-q", "-m", message)
-    return git(root, "rev-parse", "HEAD").strip()
+    return git(root, "rev-parse", "HEAD")
 
 
 @pytest.fixture
@@ -195,7 +196,7 @@ def test_without_history_there_is_no_champion_and_the_check_says_so(tmp_path: Pa
     baseline = champion(tmp_path)
     assert not baseline.exists
     assert "not a git repository" in baseline.description
-    (check,) = champion_checks(ChampionConfig(), baseline, candidate(0.9, 0.05), GATED)
+    (check,) = champion_checks(CHAMPION, baseline, candidate(0.9, 0.05), GATED)
     assert check.passed
     assert "no champion" in check.reason
 
@@ -206,14 +207,14 @@ def test_before_any_promotion_the_champion_is_mains_committed_metrics(history: P
     baseline = champion(history)
     assert (baseline.source, baseline.commit) == ("branch", main_commit)
 
-    worse, wider = champion_checks(ChampionConfig(), baseline, candidate(0.900, 0.08), GATED)
+    worse, wider = champion_checks(CHAMPION, baseline, candidate(0.900, 0.08), GATED)
     assert not worse.passed
     assert worse.value == pytest.approx(-0.010)
     assert "0.9000 vs champion 0.9100" in worse.reason
     assert not wider.passed
     assert wider.value == pytest.approx(0.03)
 
-    close, same = champion_checks(ChampionConfig(), baseline, candidate(0.907, 0.06), GATED)
+    close, same = champion_checks(CHAMPION, baseline, candidate(0.907, 0.06), GATED)
     assert close.passed
     assert same.passed  # -0.003 within 0.005; widens 0.01 within 0.02
 
@@ -226,7 +227,7 @@ def test_the_production_model_in_gto_is_the_champion_once_there_is_one(history: 
     baseline = champion(history)
     assert (baseline.source, baseline.commit, baseline.version) == ("gto", prod_commit, "v0.0.1")
     assert "model#prod#1" in baseline.description
-    (primary, _) = champion_checks(ChampionConfig(), baseline, candidate(0.920, 0.05), GATED)
+    (primary, _) = champion_checks(CHAMPION, baseline, candidate(0.920, 0.05), GATED)
     assert not primary.passed  # 0.92 is better than main's 0.88, but 0.01 worse than production's 0.93
 
 
@@ -243,14 +244,14 @@ def test_a_gap_decided_on_its_interval_widens_only_when_all_of_it_does(
     commit_metrics(history, 0.9, 0.05, "main")
     gated = {"sex": {"equal_opportunity_difference": {"max": 0.1, "decide_on": "interval"}}}
     intervals = {"sex": {"equal_opportunity_difference": interval}}
-    (_, check) = champion_checks(ChampionConfig(), champion(history), candidate(0.9, 0.10), gated, intervals)
+    (_, check) = champion_checks(CHAMPION, champion(history), candidate(0.9, 0.10), gated, intervals)
     assert (check.passed, check.warning) == (passed, warning)
     assert check.value == pytest.approx(0.05)
 
 
 def test_lower_is_better_metrics_count_a_rise_as_worse(history: Path) -> None:
     commit_metrics(history, 0.9, 0.05, "main")
-    config = ChampionConfig(primary_metric="brier", tolerance=0.005)
+    config = dataclasses.replace(CHAMPION, primary_metric="brier", tolerance=0.005)
     worse = candidate(0.9, 0.05)
     worse["test"]["brier"] = 0.11
     (check, _) = champion_checks(config, champion(history), worse, GATED)

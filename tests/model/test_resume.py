@@ -17,7 +17,7 @@ from gitml.config import compose_params, load_params
 from gitml.model.resume import ENV, LAST, checkpoint_root, resume_key
 from gitml.paths import Paths
 from gitml.stages import train as train_stage
-from tests.conftest import TINY
+from tests.conftest import TINY, copy_repo
 
 pytestmark = pytest.mark.slow  # four runs of `gitml train`, each mostly importing torch
 
@@ -30,9 +30,9 @@ OUTPUTS = ("models/model.ckpt", "models/preprocess.json", "reports/train.json", 
 KILL_AFTER = 3  # epoch lines, so the last checkpoint is of epoch 2 or later
 
 
-def copy_repo(source: Path, root: Path, *overrides: str) -> Paths:
-    shutil.copytree(source, root, symlinks=True)
-    paths = Paths(root)
+def long_copy(source: Paths, parent: Path, *overrides: str) -> Paths:
+    """A copy of `source` under `parent` that trains for EPOCHS epochs, with more overrides."""
+    paths = copy_repo(source, parent)
     compose_params(paths.conf, paths.params, [*LONG, *overrides])
     return paths
 
@@ -65,7 +65,7 @@ def outputs(paths: Paths) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def uninterrupted(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Paths:
     """A run start to end, with the default checkpoint folder."""
-    paths = copy_repo(adult_sample.root, tmp_path_factory.mktemp("uninterrupted") / "repo")
+    paths = long_copy(adult_sample, tmp_path_factory.mktemp("uninterrupted"))
     train(paths)
     return paths
 
@@ -74,7 +74,7 @@ def uninterrupted(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory)
 def interrupted(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> tuple[Paths, Path]:
     """A run killed (SIGKILL) after KILL_AFTER epochs, and its checkpoint folder ($GITML_CHECKPOINT_DIR)."""
     work = tmp_path_factory.mktemp("interrupted")
-    paths = copy_repo(adult_sample.root, work / "repo")
+    paths = long_copy(adult_sample, work)
     checkpoints = work / "checkpoints"
     process = subprocess.Popen(
         train_command(paths), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=train_env(checkpoints)
@@ -97,8 +97,9 @@ def copy_interrupted(interrupted: tuple[Paths, Path], work: Path, *overrides: st
     The checkpoint folder is somewhere else now, as on another mount of $GITML_CHECKPOINT_DIR.
     """
     paths, checkpoints = interrupted
+    private = long_copy(paths, work, *overrides)
     shutil.copytree(checkpoints, work / "checkpoints")
-    return copy_repo(paths.root, work / "repo", *overrides), work / "checkpoints"
+    return private, work / "checkpoints"
 
 
 def test_a_finished_run_leaves_no_checkpoint(uninterrupted: Paths) -> None:

@@ -10,13 +10,13 @@ import pytest
 import torch
 import yaml
 
-from gitml.config import compose_params, load_params
+from gitml.config import compose_params
 from gitml.errors import GitmlError
 from gitml.model.datamodule import TensorBatches
 from gitml.model.lightning import build_network
 from gitml.model.network import MLP
 from gitml.stages.train import TrainConfig
-from tests.conftest import REPO
+from tests.conftest import params_section
 
 
 def table(n: int = 103) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -122,14 +122,8 @@ def test_default_trainer_builds_on_this_machine(repo: Path, tmp_path: Path) -> N
     assert trainer.strategy.root_device.type == expected  # accelerator auto
 
 
-def train_section(**changes: object) -> dict[str, object]:
-    """The repository's train section of params.yaml (conf/config.yaml), with keys replaced."""
-    train: dict[str, object] = load_params(REPO / "params.yaml")["train"]
-    return {**train, **changes}
-
-
 def test_the_train_config_is_params_train() -> None:
-    train = train_section()
+    train = params_section("train")
     config = TrainConfig.from_config(train, "params.yaml")
     stopping, reweigh = train["early_stopping"], train["reweigh"]
     assert isinstance(stopping, dict)
@@ -156,9 +150,9 @@ def test_the_train_config_is_params_train() -> None:
 )
 def test_train_config_mistakes_are_named(change: dict[str, object], message: str) -> None:
     with pytest.raises(GitmlError, match=rf"params.yaml: {message}"):
-        TrainConfig.from_config(train_section(**change), "params.yaml")
+        TrainConfig.from_config(params_section("train", **change), "params.yaml")
 
 
 def test_threads_null_leaves_torch_its_default_and_a_number_sets_it() -> None:
-    assert TrainConfig.from_config(train_section(threads=None), "params.yaml").threads is None
-    assert TrainConfig.from_config(train_section(threads=2), "params.yaml").threads == 2
+    assert TrainConfig.from_config(params_section("train", threads=None), "params.yaml").threads is None
+    assert TrainConfig.from_config(params_section("train", threads=2), "params.yaml").threads == 2

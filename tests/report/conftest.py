@@ -18,21 +18,15 @@ import pytest
 import yaml
 
 from gitml.paths import Paths
-from gitml.scratch import scratch_env
 from gitml.stages import report
+from tests.conftest import git
 
 REPO = Path(__file__).resolve().parents[2]
-COMMITTED = ("reports", "dvclive", "params.yaml", "dvc.lock", ".gitignore")
+COMMITTED = ("reports", "dvclive", "params.yaml", "dvc.lock", ".gitignore", "models/manifest.json")
 BRANCH = "change"
 ACCURACY_STEP = 0.0123  # the branch's test accuracy is main's plus this
 DROPOUT = 0.25  # the branch's model.dropout
 LIMIT = 0.10  # the example gate's limit on every TPR gap
-
-
-def git(cwd: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=cwd, env=scratch_env(), capture_output=True, text=True, check=False)
-    assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}"
-    return done.stdout.strip()
 
 
 def read_json(path: Path) -> Any:

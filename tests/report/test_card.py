@@ -14,7 +14,8 @@ from gitml.paths import Paths
 from gitml.report import Outputs, current_lineage, curve_names, working_tree
 from gitml.report.card import read_card, render_model_card
 from gitml.report.markdown import interval, number
-from tests.report.conftest import REPO, Reported, adult_card, extract_committed, git, load_cfg, read_json
+from tests.conftest import git
+from tests.report.conftest import REPO, Reported, adult_card, extract_committed, load_cfg, read_json
 
 
 def card_for(root: Path, cfg: dict[str, Any]) -> str:

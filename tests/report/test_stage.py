@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -17,6 +16,7 @@ from gitml.errors import GitmlError
 from gitml.paths import Paths
 from gitml.report.markdown import number
 from gitml.stages import report
+from tests.conftest import git
 from tests.report.conftest import (
     ACCURACY_STEP,
     BRANCH,
@@ -24,7 +24,6 @@ from tests.report.conftest import (
     Reported,
     copy_repo,
     extract_committed,
-    git,
     load_cfg,
     read_json,
     report_on,
@@ -117,20 +116,26 @@ def test_the_same_outputs_give_the_same_bytes(reported: Reported, tmp_path: Path
     assert again.card == reported.card
 
 
-def test_without_the_model_file_the_lineage_says_where_it_is(reported: Reported) -> None:
+def test_without_the_model_files_the_lineage_says_the_bundle_is_incomplete(reported: Reported) -> None:
+    """The committed manifest says what the model is; its files live in DVC, not in this checkout."""
     lineage = section(reported.report, "Lineage")
-    assert "`models/model.onnx` | not here (`dvc pull models/model.onnx`)" in lineage
+    manifest = json.loads((reported.paths.manifest).read_text())
+    assert f"`models/model.onnx` | sha256 `{manifest['files']['model.onnx'][:12]}`" in lineage
+    assert "| Bundle | ❌ models/model.onnx: not found; the export stage writes it." in lineage
+    assert f"`data/processed/train.parquet` (sha256) | `{manifest['data']['train'][:12]}`" in lineage
 
 
-def test_with_the_model_file_the_lineage_has_its_size_and_sha256(origin: Path, tmp_path: Path) -> None:
+def test_a_model_file_the_manifest_does_not_vouch_for_is_named(origin: Path, tmp_path: Path) -> None:
     root = copy_repo(origin, tmp_path / "repo")
+    manifest = json.loads((root / "models" / "manifest.json").read_text())
     model = root / "models" / "model.onnx"
-    model.parent.mkdir()
     model.write_bytes(b"an ONNX model's bytes")
     done = report_on(root)
-    digest = hashlib.sha256(model.read_bytes()).hexdigest()
-    assert f"`models/model.onnx` | {len(model.read_bytes())} bytes, sha256 `{digest[:12]}`" in done.report
-    assert f"sha256 `{digest}`" in done.card
+    lineage = section(done.report, "Lineage")
+    size, recorded = len(model.read_bytes()), manifest["files"]["model.onnx"]
+    assert f"`models/model.onnx` | {size} bytes, sha256 `{recorded[:12]}`" in lineage  # what the manifest records
+    assert "| Bundle | ❌ models/model.onnx: its sha256" in lineage
+    assert f"sha256 `{recorded}`" in done.card
 
 
 def test_no_git_no_main_and_everything_still_written(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,25 +13,18 @@ from typing import Any
 import pytest
 
 from gitml.cli import main
-from gitml.config import load_params
 from gitml.errors import GitmlError
 from gitml.paths import Paths
 from gitml.serve.config import ServeConfig
-from tests.conftest import REPO
+from tests.conftest import copy_repo, params_section
 
 
 def serve_section(**changes: Any) -> dict[str, Any]:
     """The repository's `serve` section of params.yaml (conf/serve/), with keys replaced;
     prediction_log's keys replace those of the section's."""
-    serve: dict[str, Any] = load_params(REPO / "params.yaml")["serve"]
+    serve = params_section("serve")
     log = {**serve["prediction_log"], **changes.pop("prediction_log", {})}
     return {**serve, **changes, "prediction_log": log}
-
-
-def copy_of(served: Paths, tmp_path: Path) -> Paths:
-    root = tmp_path / "repo"
-    shutil.copytree(served.root, root, symlinks=True)
-    return Paths(root)
 
 
 @pytest.mark.parametrize(
@@ -41,7 +33,7 @@ def copy_of(served: Paths, tmp_path: Path) -> Paths:
 def test_a_missing_model_file_names_the_stage_that_writes_it(
     served: Paths, tmp_path: Path, capsys: pytest.CaptureFixture[str], missing: str, stage: str
 ) -> None:
-    paths = copy_of(served, tmp_path)
+    paths = copy_repo(served, tmp_path)
     (paths.models / missing).unlink()
     assert main(["--root", str(paths.root), "serve"]) == 1
     err = capsys.readouterr().err
@@ -59,14 +51,14 @@ def vouch(paths: Paths, name: str) -> None:
 def test_a_damaged_model_or_threshold_is_reported(
     served: Paths, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    paths = copy_of(served, tmp_path)
+    paths = copy_repo(served, tmp_path)
     paths.onnx.write_bytes(b"not a model")
     assert main(["--root", str(paths.root), "serve"]) == 1
     assert "model.onnx: its sha256" in capsys.readouterr().err  # the manifest does not vouch for it
     vouch(paths, "model.onnx")
     assert main(["--root", str(paths.root), "serve"]) == 1
     assert "model.onnx: ONNX Runtime cannot load it" in capsys.readouterr().err
-    paths = copy_of(served, tmp_path / "second")
+    paths = copy_repo(served, tmp_path)
     paths.threshold.write_text("{}", encoding="utf-8")
     vouch(paths, "threshold.json")
     assert main(["--root", str(paths.root), "serve"]) == 1

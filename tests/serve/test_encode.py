@@ -21,7 +21,7 @@ from tests.conftest import TOY_CONFIG, toy_config, toy_rows
 
 Table = dict[str, list[Any]]
 CONFIGS = {
-    "min10": PreprocessConfig(min_category_count=10),
+    "min10": PreprocessConfig(log1p_skew_above=None, min_category_count=10),
     "min10-log1p": PreprocessConfig(min_category_count=10, log1p_skew_above=1.0),
 }
 UNSEEN = "never-seen-in-training"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 
 from gitml.errors import GitmlError
-from gitml.serve.config import LogConfig
+from gitml.serve.config import LogConfig, ServeConfig
 from gitml.serve.predlog import (
     FEEDBACK,
     PREDICTIONS,
@@ -28,9 +29,16 @@ from gitml.serve.predlog import (
     predictions,
     read_lines,
 )
+from tests.conftest import params_section
 
 FLUSH = 0.01  # seconds: the writer's interval in these tests
 NEVER = 3600.0  # a flush interval the writer never reaches within a test: only close() writes
+
+
+def log_config(directory: Path, **changes: Any) -> LogConfig:
+    """conf/serve/'s prediction log settings, writing to `directory`, with `changes`."""
+    log = ServeConfig.from_config(params_section("serve"), "params.yaml", directory).log
+    return dataclasses.replace(log, directory=directory, **changes)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -59,7 +67,7 @@ def open_log(tmp_path: Path) -> Iterator[Callable[..., PredictionLog]]:
 
     def start(**settings: Any) -> PredictionLog:
         settings.setdefault("flush_seconds", FLUSH)
-        log = PredictionLog(LogConfig(tmp_path / "log", **settings))
+        log = PredictionLog(log_config(tmp_path / "log", **settings))
         log.start()
         logs.append(log)
         return log
@@ -108,7 +116,7 @@ def test_close_writes_everything_still_queued_in_order_and_fsyncs(
 
     monkeypatch.setattr(os, "fsync", fsync)
     directory = tmp_path / "log"
-    log = PredictionLog(LogConfig(directory, flush_seconds=NEVER))
+    log = PredictionLog(log_config(directory, flush_seconds=NEVER))
     log.start()
     for i in range(20_000):
         log.append(PREDICTIONS, line(i))
@@ -125,7 +133,7 @@ def test_close_writes_everything_still_queued_in_order_and_fsyncs(
 
 
 def test_close_without_lines_writes_no_files(tmp_path: Path) -> None:
-    log = PredictionLog(LogConfig(tmp_path / "log", flush_seconds=FLUSH))
+    log = PredictionLog(log_config(tmp_path / "log", flush_seconds=FLUSH))
     log.start()
     log.close()
     assert list((tmp_path / "log").iterdir()) == []  # no empty files, and prepare's probe is gone
@@ -241,7 +249,7 @@ def test_prepare_on_an_unwritable_location_names_it_and_what_to_do(tmp_path: Pat
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory", encoding="utf-8")
     directory = blocker / "log" if where == "under-a-file" else blocker
-    log = PredictionLog(LogConfig(directory))
+    log = PredictionLog(log_config(directory))
     with pytest.raises(GitmlError) as info:
         log.prepare()
     message = str(info.value)
@@ -288,7 +296,7 @@ def test_a_failure_that_outlasts_close_reports_the_lines_it_could_not_write(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     directory = tmp_path / "log"
-    log = PredictionLog(LogConfig(directory, flush_seconds=NEVER))
+    log = PredictionLog(log_config(directory, flush_seconds=NEVER))
     log.start()
     shutil.rmtree(directory)
     for i in range(7):
@@ -301,7 +309,7 @@ def test_a_failure_that_outlasts_close_reports_the_lines_it_could_not_write(
 
 
 def test_the_log_is_unhealthy_once_pending_reaches_max_pending(tmp_path: Path) -> None:
-    log = PredictionLog(LogConfig(tmp_path / "log", flush_seconds=NEVER, max_pending=5))
+    log = PredictionLog(log_config(tmp_path / "log", flush_seconds=NEVER, max_pending=5))
     assert not healthy(log)  # not started
     log.start()
     assert healthy(log)

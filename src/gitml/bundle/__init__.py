@@ -97,7 +97,12 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
-        data = _object(path, read_json(path, "evaluate", REBUILD))
+        return cls.parse(read_json(path, "evaluate", REBUILD), path)
+
+    @classmethod
+    def parse(cls, loaded: Any, path: Path | str) -> Manifest:
+        """A manifest from its parsed JSON (a file here, or one commit's, from git)."""
+        data = _object(path, loaded)
         version = data.get("format_version")
         if version != FORMAT_VERSION:
             raise GitmlError(
@@ -241,7 +246,7 @@ def check_model_spec(model: Path, spec_sha256: str) -> None:
         )
 
 
-def _object(path: Path, data: Any) -> dict[str, Any]:
+def _object(path: Path | str, data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise GitmlError(f"{path}: expected a JSON object, got {type(data).__name__}. {REBUILD}.")
     return data

@@ -63,8 +63,10 @@ Feature = NumericFeature | CategoricalFeature
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    log1p_skew_above: float | None = None
-    min_category_count: int = 1
+    """params.yaml's `preprocess` (conf/config.yaml): every value from there, none here."""
+
+    log1p_skew_above: float | None
+    min_category_count: int
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], source: str) -> PreprocessConfig:

@@ -23,10 +23,12 @@ Matrix = npt.NDArray[np.float64]  # resamples x something
 
 @dataclass(frozen=True)
 class BootstrapConfig:
-    resamples: int = 1000
-    confidence: float = 0.95
-    seed: int = 42
-    chunk: int = 250  # resamples computed together (memory: chunk x rows x 8 bytes)
+    """evaluate.bootstrap (conf/config.yaml), and how many resamples are computed at once."""
+
+    resamples: int
+    confidence: float
+    seed: int
+    chunk: int = 250  # resamples computed together (memory: chunk x rows x 8 bytes), not a setting
 
 
 def _divide(a: Matrix, b: Matrix) -> Matrix:

@@ -1,4 +1,5 @@
-"""Classification and group-fairness metrics, computed with torchmetrics."""
+"""Classification and group-fairness metrics, computed with torchmetrics: the reference estimates of the
+measures in gitml.evaluate.measures (evaluate.bootstrap computes them again, fast, for the intervals)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from torchmetrics.classification import (
 )
 
 from gitml.evaluate import Floats
+from gitml.evaluate.measures import FAIRNESS
 
 MISSING_GROUP = "(missing)"
 
@@ -88,10 +90,7 @@ def _spread(values: list[float]) -> float | None:
     return _round(max(values) - min(values)) if len(values) >= 2 else None
 
 
-SUMMARY_KEYS = (
-    "demographic_parity_difference", "demographic_parity_ratio", "base_rate_ratio",
-    "equal_opportunity_difference", "equal_opportunity_ratio", "equalized_odds_difference",
-)  # fmt: skip
+SUMMARY_KEYS = tuple(m.name for m in FAIRNESS)
 
 
 def fairness_summary(

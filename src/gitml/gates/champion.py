@@ -13,37 +13,36 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gitml.baseline import ARTIFACT, MAIN, PROD_STAGE, Baseline, champion
+from gitml.baseline import Baseline, champion
 from gitml.checked_config import ConfigReader
-from gitml.gates.checks import Check
-from gitml.gates.fairness import DIFFERENCES
+from gitml.evaluate.measures import HEADLINE, improvement, measure
+from gitml.gates.checks import Check, interval_past
 
 # Test metrics where lower is better; every other metric of metrics.json["test"] is higher-better.
-LOWER_IS_BETTER = frozenset({"brier", "ece"})
 METRICS_FILE = "reports/metrics.json"
 
 
 @dataclass(frozen=True)
 class ChampionConfig:
-    # Values for one built in code; from_config takes none of them: gates.champion (conf/gates/)
-    # must give every key.
-    artifact: str = ARTIFACT
-    stage: str = PROD_STAGE
-    branch: str = MAIN
-    primary_metric: str = "auroc"
-    tolerance: float = 0.005
-    fairness_tolerance: float = 0.02
+    """gates.champion (conf/gates/): every value from there, none here."""
+
+    artifact: str
+    stage: str
+    branch: str
+    primary_metric: str
+    tolerance: float
+    fairness_tolerance: float
 
     @classmethod
-    def from_config(cls, cfg: Any, source: str, metrics: Mapping[str, Any]) -> ChampionConfig:
+    def from_config(cls, cfg: Any, source: str) -> ChampionConfig:
         """gates.champion, checked; every key is required."""
         reader = ConfigReader(
             source, "gates.champion", cfg,
             {"artifact", "stage", "branch", "primary_metric", "tolerance", "fairness_tolerance"},
         )  # fmt: skip
         artifact, stage, branch = (_name(reader, key) for key in ("artifact", "stage", "branch"))
-        known = sorted(k for k in metrics if k != "rows")
-        primary = reader.choice("primary_metric", known)
+        # A headline metric with a direction: "better" has to mean something.
+        primary = reader.choice("primary_metric", [m.name for m in HEADLINE if m.better is not None])
         tolerance, fairness_tolerance = (_tolerance(reader, key) for key in ("tolerance", "fairness_tolerance"))
         return cls(artifact, stage, branch, primary, tolerance, fairness_tolerance)
 
@@ -109,8 +108,7 @@ def _primary(config: ChampionConfig, baseline: Baseline, ours: float | None, the
         return Check(name, "champion", ours, None, True, f"the champion ({baseline.description}) has no test {metric}")
     if ours is None:
         return Check(name, "champion", None, None, False, f"this model's test {metric} is undefined")
-    # Positive change = better, whichever way the metric points.
-    change = (theirs - ours) if metric in LOWER_IS_BETTER else (ours - theirs)
+    change = improvement(metric, ours, theirs)  # positive = better, whichever way the metric points
     passed = change >= -config.tolerance
     verb = "within" if passed else "worse than"
     reason = (
@@ -133,9 +131,9 @@ def _widening(
         missing = "the champion" if theirs is None else "this model"
         return Check(name, "champion", None, None, True, f"{missing} has no {attribute} {metric} to compare")
     # Widening = how much less fair: a larger difference, or a smaller ratio.
-    difference = metric in DIFFERENCES
-    widening = (ours - theirs) if difference else (theirs - ours)
-    word = "widens" if difference else "narrows"
+    better = measure(metric).better
+    widening = -improvement(metric, ours, theirs)
+    word = "widens" if better == "lower" else "narrows"
     tolerance = config.fairness_tolerance
     said = f"{attribute} {metric} {ours:.3f} vs champion {theirs:.3f}: {word} by {max(widening, 0):.3f}"
     value = round(widening, 6)
@@ -144,10 +142,10 @@ def _widening(
     if interval is None or interval[0] is None or interval[1] is None:
         return Check(name, "champion", value, tolerance, False, f"{said}, beyond the tolerance {tolerance:g}")
     low, high = float(interval[0]), float(interval[1])
-    # The most favourable end of this model's interval, against the champion's value.
-    best = (low - theirs) if difference else (theirs - high)
     bounds = (low, high)
-    if best > tolerance:
+    # The champion's value moved by the tolerance, in the less fair direction, is the limit.
+    limit = theirs + tolerance if better == "lower" else theirs - tolerance
+    if interval_past(bounds, limit, better):
         reason = f"{said}, beyond the tolerance {tolerance:g} over all of its interval {low:.3f}-{high:.3f}"
         return Check(name, "champion", value, tolerance, False, reason, interval=bounds)
     reason = (

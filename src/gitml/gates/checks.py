@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from gitml.evaluate.measures import Better
+
 
 @dataclass(frozen=True)
 class Check:
@@ -42,3 +44,16 @@ def verdict(checks: list[Check]) -> tuple[str, str]:
 
 def number(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
+
+
+def past(value: float, limit: float, better: Better) -> bool:
+    """Whether `value` is on the wrong side of `limit` for a measure where `better` is up or down."""
+    return value > limit if better == "lower" else value < limit
+
+
+def interval_past(bounds: tuple[float, float], limit: float, better: Better) -> bool:
+    """The interval rule of every check decided on an interval: fail only when the whole interval
+    is past the limit, its most favourable end too; otherwise the test split cannot tell a real
+    gap from a noisy one."""
+    low, high = bounds
+    return past(low if better == "lower" else high, limit, better)

@@ -13,19 +13,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from gitml.checked_config import ConfigReader, suggest
-from gitml.gates.checks import Check
+from gitml.evaluate.measures import GATEABLE, label, measure
+from gitml.gates.checks import Check, interval_past, past
 
-# Gaps (lower is fairer) take `max`; ratios (higher is fairer, 1 is equal) take `min`.
-DIFFERENCES = ("demographic_parity_difference", "equal_opportunity_difference", "equalized_odds_difference")
-RATIOS = ("demographic_parity_ratio", "equal_opportunity_ratio")
+# A summary where lower is fairer (a gap) takes a `max`; one where higher is fairer (a ratio, 1 is
+# equal) takes a `min` (gitml.evaluate.measures says which).
+DIFFERENCES = tuple(n for n in GATEABLE if measure(n).better == "lower")
+RATIOS = tuple(n for n in GATEABLE if measure(n).better == "higher")
 DECIDE = ("estimate", "interval")
-READABLE = {
-    "demographic_parity_difference": "selection-rate gap",
-    "demographic_parity_ratio": "selection-rate ratio",
-    "equal_opportunity_difference": "TPR gap",
-    "equal_opportunity_ratio": "TPR ratio",
-    "equalized_odds_difference": "equalized-odds gap",
-}
 
 
 def gated_limits(config: Mapping[str, Any], source: str, protected: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -48,7 +43,7 @@ def gated_limits(config: Mapping[str, Any], source: str, protected: list[str]) -
         for metric in (*DIFFERENCES, *RATIOS):
             if attr.get(metric) is None:
                 continue
-            bound = "max" if metric in DIFFERENCES else "min"
+            bound = "max" if measure(metric).better == "lower" else "min"
             allowed = {bound, "relative_to_base_rate"} if metric == "demographic_parity_ratio" else {bound}
             limit_reader = ConfigReader(source, f"{where}.{metric}", attr.get(metric), allowed)
             value = limit_reader.number(bound)
@@ -84,9 +79,10 @@ def _check(
     interval: list[float | None] | None,
     confidence: float,
 ) -> Check:
-    what = READABLE[metric]
+    what = label(metric)
+    better = measure(metric).better
     value = summary.get(metric)
-    upper = "max" in limit
+    upper = better == "lower"
     threshold = float(limit["max"] if upper else limit["min"])
     relative = ""
     if limit.get("relative_to_base_rate"):
@@ -107,21 +103,21 @@ def _check(
     bounds = None
     if interval is not None and interval[0] is not None and interval[1] is not None:
         bounds = (float(interval[0]), float(interval[1]))
-    beyond = value > threshold if upper else value < threshold
-    past, inside = ("above", "below") if upper else ("below", "above")
+    beyond = past(value, threshold, better)
+    side, inside = ("above", "below") if upper else ("below", "above")
     limit_text = f"the limit {threshold:.3f}{relative}"
     ci = f" ({confidence:.0%} interval {bounds[0]:.3f}-{bounds[1]:.3f})" if bounds else ""
     if limit["decide_on"] == "estimate" or bounds is None:
-        reason = f"{what} {value:.3f}{ci} is {past if beyond else 'within'} {limit_text}"
+        reason = f"{what} {value:.3f}{ci} is {side if beyond else 'within'} {limit_text}"
         return Check(name, "fairness", value, threshold, not beyond, reason, interval=bounds)
     # decide_on: interval. Fail only when the whole interval is past the limit.
     low, high = bounds
-    if low > threshold if upper else high < threshold:
-        reason = f"{what} {value:.3f}{ci} is {past} {limit_text}, all of its interval too"
+    if interval_past(bounds, threshold, better):
+        reason = f"{what} {value:.3f}{ci} is {side} {limit_text}, all of its interval too"
         return Check(name, "fairness", value, threshold, False, reason, interval=bounds)
     if beyond:
         reason = (
-            f"{what} {value:.3f} is {past} {limit_text}, but its {confidence:.0%} interval {low:.3f}-{high:.3f} "
+            f"{what} {value:.3f} is {side} {limit_text}, but its {confidence:.0%} interval {low:.3f}-{high:.3f} "
             f"reaches {inside} it: too few test cases to tell"
         )
         return Check(name, "fairness", value, threshold, True, reason, warning=True, interval=bounds)

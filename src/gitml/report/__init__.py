@@ -8,7 +8,6 @@ commit, and the lineage of the model.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import Any
 import yaml
 
 from gitml.baseline import git_output, head_commit, parse_json
-from gitml.io import sha256_file
+from gitml.bundle import Manifest
+from gitml.bundle import load as load_bundle
+from gitml.errors import GitmlError
 from gitml.paths import Paths
 
 # A file's text by its path relative to the repository root; None when it is absent.
@@ -89,7 +90,7 @@ class Outputs:
     gate: dict[str, Any] | None
     params: dict[str, Any] | None
     params_text: str | None
-    lock: dict[str, Any] | None
+    manifest: Manifest | None
     plots: dict[str, list[dict[str, Any]]]  # roc, pr, calibration points, where present
     curves: dict[str, list[tuple[float, float]]]  # "train/loss": (step, value), where present
 
@@ -114,7 +115,7 @@ class Outputs:
             gate=load(paths.gate),
             params=_yaml(params_text),
             params_text=params_text,
-            lock=_yaml(read(relative(paths, paths.root / "dvc.lock"))),
+            manifest=read_manifest(read, paths),
             plots={k: v for k, v in plots.items() if isinstance(v, list) and v},
             curves={k: v for k, v in series.items() if v},
         )
@@ -125,78 +126,55 @@ class Outputs:
         return {a: dict(groups) for a, groups in found.items() if isinstance(groups, Mapping)}
 
 
-def lock_hashes(lock: Mapping[str, Any] | None) -> dict[str, tuple[str, int | None]]:
-    """Every path dvc.lock records (deps and outs of every stage): its md5 and size."""
-    found: dict[str, tuple[str, int | None]] = {}
-    stages = (lock or {}).get("stages") or {}
-    for stage in stages.values():
-        for entry in [*(stage.get("deps") or []), *(stage.get("outs") or [])]:
-            if isinstance(entry, Mapping) and "path" in entry and "md5" in entry:
-                found[str(entry["path"])] = (str(entry["md5"]), entry.get("size"))
-    return found
-
-
-def _sha256(path: Path) -> str | None:
-    return sha256_file(path) if path.is_file() else None
+def read_manifest(read: ReadText, paths: Paths) -> Manifest | None:
+    """The bundle's manifest as the working tree or a commit holds it; None where absent or unreadable."""
+    text = read(relative(paths, paths.manifest))
+    if text is None:
+        return None
+    try:
+        return Manifest.parse(parse_json(text), paths.manifest)
+    except GitmlError:
+        return None
 
 
 @dataclass(frozen=True)
 class Lineage:
-    """What the model was made from: commit, data hashes, params hash, model bytes."""
+    """What a model was made from, as its bundle's manifest records it, and the commit that holds it."""
 
-    commit: str | None  # HEAD; None outside a git repository
-    changed_paths: int | None  # uncommitted changes (tracked or not ignored); None outside git
-    data: dict[str, str | None]  # raw data, clean table and splits -> md5 in dvc.lock
-    params_sha256: str | None
+    commit: str | None  # None outside a git repository
+    changed_paths: int | None  # uncommitted changes (tracked or not ignored); None outside git or for a commit
+    manifest: Manifest | None  # None where the bundle was never completed (or predates the manifest)
     model_bytes: int | None  # models/model.onnx as it is on disk; None where absent
-    model_sha256: str | None
-    model_md5: str | None  # as dvc.lock records it
-    preprocess_sha256: str | None
-    preprocess_md5: str | None
+    verified: str | None  # the working tree's bundle: None when it verifies, else why not
 
     @property
     def short(self) -> str:
         return self.commit[:7] if self.commit else "-"
 
-
-def data_paths(paths: Paths) -> tuple[str, ...]:
-    """The data files whose hashes say which data a model was trained and tested on."""
-    files = (paths.root / "data" / "raw", paths.clean, *(paths.split_file(n) for n in ("train", "val", "test")))
-    return tuple(relative(paths, f) for f in files)
+    @property
+    def data(self) -> dict[str, str]:
+        """The splits the model was trained, tuned and tested on -> sha256."""
+        return dict(self.manifest.data) if self.manifest else {}
 
 
 def current_lineage(paths: Paths, outputs: Outputs) -> Lineage:
-    """The working tree's lineage: HEAD, whether it has uncommitted changes, and the hashes."""
-    hashes = lock_hashes(outputs.lock)
+    """The working tree's lineage: HEAD, whether it has uncommitted changes, and the bundle, verified."""
     head = head_commit(paths.root)
     status = git_output(paths.root, "status", "--porcelain") if head else None
-    text = outputs.params_text
+    try:
+        load_bundle(paths.models)
+        problem = None
+    except GitmlError as exc:  # named relative to the root: a copy of the repository reports the same
+        problem = str(exc).replace(f"{paths.root}/", "")
     return Lineage(
         commit=head,
         changed_paths=None if status is None else len(status.splitlines()),
-        data={p: hashes[p][0] if p in hashes else None for p in data_paths(paths)},
-        params_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None,
+        manifest=outputs.manifest,
         model_bytes=paths.onnx.stat().st_size if paths.onnx.is_file() else None,
-        model_sha256=_sha256(paths.onnx),
-        model_md5=hashes.get(relative(paths, paths.onnx), (None, None))[0],
-        preprocess_sha256=_sha256(paths.preprocess),
-        preprocess_md5=hashes.get(relative(paths, paths.preprocess), (None, None))[0],
+        verified=problem,
     )
 
 
-def committed_lineage(paths: Paths, outputs: Outputs, commit: str | None) -> Lineage:
-    """A commit's lineage, from its dvc.lock and params.yaml (model bytes live in DVC, not git)."""
-    hashes = lock_hashes(outputs.lock)
-    text = outputs.params_text
-    model = hashes.get(relative(paths, paths.onnx))
-    return Lineage(
-        commit=commit,
-        changed_paths=None,
-        data={p: hashes[p][0] if p in hashes else None for p in data_paths(paths)},
-        params_sha256=hashlib.sha256(text.encode("utf-8")).hexdigest() if text is not None else None,
-        model_bytes=model[1] if model else None,
-        model_sha256=None,
-        model_md5=model[0] if model else None,
-        preprocess_sha256=None,
-        preprocess_md5=hashes.get(relative(paths, paths.preprocess), (None, None))[0],
-    )
+def committed_lineage(outputs: Outputs, commit: str | None) -> Lineage:
+    """A commit's lineage, from its manifest (the model files themselves live in DVC, not git)."""
+    return Lineage(commit=commit, changed_paths=None, manifest=outputs.manifest, model_bytes=None, verified=None)

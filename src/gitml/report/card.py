@@ -15,6 +15,7 @@ from typing import Any
 
 from gitml.checked_config import ConfigReader
 from gitml.data.schema import DatasetSchema
+from gitml.paths import MODEL
 from gitml.report import Lineage, Outputs
 from gitml.report.markdown import (
     NONE,
@@ -96,10 +97,10 @@ def _model_details(params: Mapping[str, Any], now: Outputs, lineage: Lineage, sc
     if lineage.changed_paths:
         commit += f" with uncommitted changes in {lineage.changed_paths} paths"
     onnx = f"ONNX opset {export.get('opset', '?')}"
-    if lineage.model_sha256 is not None:
-        onnx += f", {number(lineage.model_bytes)} bytes, sha256 {code(lineage.model_sha256)}"
-    elif lineage.model_md5 is not None:
-        onnx += f", md5 {code(lineage.model_md5)} in dvc.lock"
+    model_sha256 = lineage.manifest.files.get(MODEL) if lineage.manifest else None
+    if model_sha256 is not None:
+        size = f"{number(lineage.model_bytes)} bytes, " if lineage.model_bytes is not None else ""
+        onnx += f", {size}sha256 {code(model_sha256)}"
     if is_number(export.get("max_abs_diff")):
         onnx += f"; its scores match torch's within {export['max_abs_diff']:.1e} on {number(export.get('rows'))} rows"
     reweigh = train.get("reweigh") or []
@@ -116,7 +117,8 @@ def _model_details(params: Mapping[str, Any], now: Outputs, lineage: Lineage, sc
         f"- **Format**: {onnx}; the preprocessing (models/preprocess.json) is plain JSON applied with NumPy.",
         f"- **Decision threshold**: {number(threshold.get('value'))}, rule `{threshold.get('rule', '?')}`, chosen on "
         f"the {threshold.get('chosen_on', '?')} split.",
-        f"- **Version**: built from commit {commit}; data and model bytes are addressed by dvc.lock.",
+        f"- **Version**: built from commit {commit}; the model bundle's manifest (models/manifest.json) records "
+        "the sha256 of its files and of the data it was trained, tuned and tested on.",
     ]
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, TypeGuard
 
 from gitml.baseline import Baseline
-from gitml.paths import Paths
+from gitml.data.split import SPLITS
+from gitml.paths import MANIFEST, MODEL, PREPROCESS, THRESHOLD, Paths
 from gitml.report import Lineage, Outputs, relative
 from gitml.report.figures import Drawn
 from gitml.runlog import latest_seconds
@@ -299,16 +300,19 @@ def _commit(lineage: Lineage) -> str:
     return text
 
 
-def _dvc_output(path: str | None, sha256: str | None, md5: str | None, size: int | None) -> str:
-    """A file DVC keeps out of git: its sha256 where it is on disk, else what dvc.lock records."""
-    parts = [f"{number(size)} bytes"] if size is not None else []
-    if sha256 is not None:
-        parts.append(f"sha256 {_short(sha256)}")
-    elif path is not None:
-        parts.append(f"not here (`dvc pull {path}`)")
-    if md5 is not None:
-        parts.append(f"md5 {_short(md5)} in dvc.lock")
-    return ", ".join(parts) or NONE
+def _file(lineage: Lineage, name: str) -> str:
+    """A bundle file's sha256 as the manifest records it, and its size where it is on disk."""
+    digest = lineage.manifest.files.get(name) if lineage.manifest else None
+    size = f"{number(lineage.model_bytes)} bytes, " if name == MODEL and lineage.model_bytes is not None else ""
+    return f"{size}sha256 {_short(digest)}" if digest else NONE
+
+
+def _bundle(lineage: Lineage) -> str:
+    if lineage.manifest is None:
+        return "no manifest: the evaluate stage has not completed the bundle"
+    if lineage.verified is not None:
+        return f"❌ {cell(lineage.verified)}"
+    return f"✅ its files match `{MANIFEST}` (format {lineage.manifest.format_version})"
 
 
 def _training(train: Mapping[str, Any] | None, seconds: float | None = None) -> str:
@@ -324,30 +328,35 @@ def _training(train: Mapping[str, Any] | None, seconds: float | None = None) -> 
 def lineage_section(
     paths: Paths, now: Outputs, lineage: Lineage, main: Outputs | None, main_lineage: Lineage | None
 ) -> list[str]:
-    onnx, preprocess = relative(paths, paths.onnx), relative(paths, paths.preprocess)
-    model = _dvc_output(onnx, lineage.model_sha256, lineage.model_md5, lineage.model_bytes)
-    rows: list[list[str]] = [
-        ["Commit", _commit(lineage)],
-        *([f"{code(p)} (md5 in dvc.lock)", _short(d)] for p, d in lineage.data.items()),
-        [f"{code(relative(paths, paths.params))} (sha256)", _short(lineage.params_sha256)],
-        [code(onnx), model],
-        [code(preprocess), _dvc_output(preprocess, lineage.preprocess_sha256, lineage.preprocess_md5, None)],
-        ["Training", _training(now.train, latest_seconds(paths).get("train"))],
-    ]
-    if main is not None and main_lineage is not None:
-        main_column = [
-            code(main_lineage.short),
-            *(_short(d) for d in main_lineage.data.values()),
-            _short(main_lineage.params_sha256),
-            _dvc_output(None, None, main_lineage.model_md5, main_lineage.model_bytes),
-            _dvc_output(None, None, main_lineage.preprocess_md5, None),
-            _training(main.train),
+    """The bundle's manifest (this branch's and main's): the data, params and files the model came from."""
+    found = {*lineage.data, *(main_lineage.data if main_lineage else {})}
+    splits = [s for s in SPLITS if s in found] + sorted(found - set(SPLITS))
+
+    def column(of: Lineage, train: Mapping[str, Any] | None, seconds: float | None) -> list[str]:
+        return [
+            _commit(of) if of is lineage else code(of.short),
+            *(_short(of.data.get(split)) for split in splits),
+            _short(of.manifest.params_sha256 if of.manifest else None),
+            *(_file(of, name) for name in (MODEL, PREPROCESS, THRESHOLD)),
+            _training(train, seconds),
         ]
-        rows = [[*row, old] for row, old in zip(rows, main_column, strict=True)]
-    header = ("", "this branch", "main") if main is not None else ("", "this branch")
-    data = [d for d in lineage.data.values() if d]
-    summary = f"Lineage: commit {lineage.short}" + (f", data md5 {data[0][:8]}" if data else "")
-    if main_lineage is not None:
+
+    names = [
+        "Commit",
+        *(f"{code(relative(paths, paths.split_file(split)))} (sha256)" for split in splits),
+        "params (sha256 of the sections that shape the model)",
+        *(code(relative(paths, paths.models / name)) for name in (MODEL, PREPROCESS, THRESHOLD)),
+        "Training",
+    ]
+    columns = [column(lineage, now.train, latest_seconds(paths).get("train"))]
+    if main is not None and main_lineage is not None:
+        columns.append(column(main_lineage, main.train, None))
+    rows = [[name, *cells] for name, *cells in zip(names, *columns, strict=True)]
+    rows.insert(1, ["Bundle", _bundle(lineage), *([NONE] if len(columns) > 1 else [])])
+    header = ("", "this branch", "main") if len(columns) > 1 else ("", "this branch")
+    train = lineage.data.get("train")
+    summary = f"Lineage: commit {lineage.short}" + (f", train data sha256 {train[:8]}" if train else "")
+    if main_lineage is not None and main_lineage.manifest is not None and lineage.manifest is not None:
         same = lineage.data == main_lineage.data
         summary += ", same data as main" if same else ", <b>data differs from main</b>"
     return details(summary, table(header, rows))

@@ -16,14 +16,14 @@ _LOG_KEYS = {"dir", "flush_seconds", "rotate_bytes", "rotate_seconds", "max_pend
 
 @dataclass(frozen=True)
 class LogConfig:
-    """Where and how the prediction log is written. The values here are for one built in code;
-    ServeConfig.from_config reads every one from serve.prediction_log (conf/serve/)."""
+    """Where and how the prediction log is written: serve.prediction_log (conf/serve/), read by
+    ServeConfig.from_config; no value here."""
 
     directory: Path
-    flush_seconds: float = 0.2
-    rotate_bytes: int = 64 * 2**20
-    rotate_seconds: float = 3600.0
-    max_pending: int = 100_000
+    flush_seconds: float
+    rotate_bytes: int
+    rotate_seconds: float
+    max_pending: int
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> GateFile:
     metrics = METRICS.read(paths)
     intervals = INTERVALS.read(paths)
     results = CHECKS.read(paths)
-    config = ChampionConfig.from_config(gates.required("champion"), source, metrics["test"])
+    config = ChampionConfig.from_config(gates.required("champion"), source)
     baseline = find_champion(paths.root, config)
 
     checks = [

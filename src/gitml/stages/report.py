@@ -46,7 +46,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     baseline = branch_baseline(paths.root)
     main = Outputs.read(baseline.read_text, paths, curves) if baseline.exists else None
     lineage = current_lineage(paths, now)
-    main_lineage = committed_lineage(paths, main, baseline.commit) if main is not None else None
+    main_lineage = committed_lineage(main, baseline.commit) if main is not None else None
     figures = write_figures(paths.figures, now, main, f"main ({baseline.short})")
 
     report = render_report(paths, cfg, now, main, baseline, lineage, main_lineage, figures)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnx
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from gitml.bundle.runtime import onnx_scores
 from gitml.cli import main
@@ -23,20 +24,10 @@ from gitml.errors import GitmlError
 from gitml.evaluate.threshold import choose_threshold
 from gitml.model.lightning import TabularClassifier
 from gitml.paths import Paths
-from gitml.stages import evaluate, export, train
-from tests.conftest import Trained, copy_repo
+from gitml.stages import export, train
+from tests.conftest import TINY, Trained, copy_repo, toy_config, toy_rows, train_export_evaluate, write_csv
 
 Fresh = Callable[..., Paths]
-Reports = dict[str, Any]
-
-
-def run_all(paths: Paths) -> Reports:
-    params = load_params(paths.params)
-    return {
-        "train": train.run(params, paths),
-        "export": export.run(params, paths),
-        "evaluate": evaluate.run(params, paths),
-    }
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +122,7 @@ def test_threshold_is_chosen_on_validation_and_saved_for_the_server(trained: Tra
 def test_same_seed_gives_identical_metrics_and_model(trained: Trained, fresh_copy: Fresh) -> None:
     first, _ = trained
     second = fresh_copy()
-    run_all(second)
+    train_export_evaluate(second)
     assert second.metrics.read_bytes() == first.metrics.read_bytes()
     assert second.onnx.read_bytes() == first.onnx.read_bytes()
     assert second.checkpoint.read_bytes() == first.checkpoint.read_bytes()
@@ -226,23 +217,14 @@ def test_export_says_which_stage_to_run_first(fresh_copy: Fresh, capsys: pytest.
     assert "format None, expected 'gitml-preprocess/1'; re-run the train stage" in capsys.readouterr().err
 
 
-def test_another_dataset_runs_end_to_end(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("toy_key")
+def test_another_dataset_runs_end_to_end(repo: Path, tmp_path: Path) -> None:
     """Nothing in training or evaluation names an Adult column: the toy schema runs through the same stages."""
-    import shutil
-
-    import yaml
-
-    from tests.conftest import TOY_KEY, toy_config, toy_rows, write_csv
-
     shutil.copytree(repo / "conf", tmp_path / "conf")
     (tmp_path / "conf" / "data" / "toy.yaml").write_text(yaml.safe_dump(toy_config(), sort_keys=False))
     write_csv(tmp_path / "raw" / "toy.csv", toy_rows(900))
-    monkeypatch.setenv(*next(iter(TOY_KEY.items())))
     paths = Paths(tmp_path)
     overrides = ["data=toy", "split.stratify=[churned]", "split.reference_rows=100", "evaluate.min_group_size=20"]
-    from gitml.config import compose_params
-    from tests.conftest import TINY
-
     compose_params(paths.conf, paths.params, [*TINY, *overrides])
     for command in ("ingest", "split", "train", "export", "evaluate"):
         assert main(["--root", str(tmp_path), command]) == 0, command
