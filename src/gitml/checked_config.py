@@ -84,6 +84,30 @@ class ConfigReader:
             self.fail(f"{key} must be a number, got {value!r}")
         return float(value)
 
+    def bounded(
+        self, key: str, low: float, high: float | None = None, open_ends: bool = False, unit: str = ""
+    ) -> float:
+        """A number from `low` (to `high`), both included, or with `open_ends` both excluded."""
+        value = self.number(key)
+        inside = value is not None and (low < value if open_ends else low <= value)
+        if value is not None and high is not None:
+            inside = inside and (value < high if open_ends else value <= high)
+        if not inside:
+            if high is None:
+                where = f"above {low:g}" if open_ends else f">= {low:g}"
+            else:
+                where = f"in ({low:g}, {high:g})" if open_ends else f"in [{low:g}, {high:g}]"
+            self.fail(f"{key} must be a number{unit} {where}, got {self.mapping.get(key)!r}")
+        assert value is not None
+        return value
+
+    def text(self, key: str) -> str:
+        """Non-empty text."""
+        value = self.required(key)
+        if not isinstance(value, str) or not value.strip():
+            self.fail(f"{key} must be text, got {value!r}")
+        return value
+
     def integer(self, key: str, default: int | Required = REQUIRED, minimum: int = 0) -> int:
         value = self._value(key, default)
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

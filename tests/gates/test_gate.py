@@ -150,8 +150,8 @@ def test_the_champion_config_is_conf_gates() -> None:
             r"primary_metric 'auc' is not one of accuracy, .*, auroc, .*\(did you mean 'auroc'\?\)",
         ),
         ({"tolerance": -0.1}, r"tolerance must be a number >= 0, got -0.1"),
-        ({"branch": None}, r"branch must be a name, got None"),
-        ({"stage": ""}, r"stage must be a name"),
+        ({"branch": None}, r"branch must be text, got None"),
+        ({"stage": ""}, r"stage must be text"),
     ],
 )
 def test_champion_config_mistakes_are_named(change: dict[str, Any], message: str) -> None:

@@ -40,25 +40,11 @@ class ChampionConfig:
             source, "gates.champion", cfg,
             {"artifact", "stage", "branch", "primary_metric", "tolerance", "fairness_tolerance"},
         )  # fmt: skip
-        artifact, stage, branch = (_name(reader, key) for key in ("artifact", "stage", "branch"))
+        artifact, stage, branch = (reader.text(key) for key in ("artifact", "stage", "branch"))
         # A headline metric with a direction: "better" has to mean something.
         primary = reader.choice("primary_metric", [m.name for m in HEADLINE if m.better is not None])
-        tolerance, fairness_tolerance = (_tolerance(reader, key) for key in ("tolerance", "fairness_tolerance"))
+        tolerance, fairness_tolerance = (reader.bounded(key, 0) for key in ("tolerance", "fairness_tolerance"))
         return cls(artifact, stage, branch, primary, tolerance, fairness_tolerance)
-
-
-def _name(reader: ConfigReader, key: str) -> str:
-    value = reader.required(key)
-    if not isinstance(value, str) or not value:
-        reader.fail(f"{key} must be a name, got {value!r}")
-    return value
-
-
-def _tolerance(reader: ConfigReader, key: str) -> float:
-    value = reader.number(key)
-    if value is None or value < 0:
-        reader.fail(f"{key} must be a number >= 0, got {value!r}")
-    return value
 
 
 def find_champion(root: Path, config: ChampionConfig) -> Baseline:

@@ -46,9 +46,7 @@ def gated_limits(config: Mapping[str, Any], source: str, protected: list[str]) -
             bound = "max" if measure(metric).better == "lower" else "min"
             allowed = {bound, "relative_to_base_rate"} if metric == "demographic_parity_ratio" else {bound}
             limit_reader = ConfigReader(source, f"{where}.{metric}", attr.get(metric), allowed)
-            value = limit_reader.number(bound)
-            if value is None or not 0 <= value <= 1:
-                limit_reader.fail(f"{bound} must be a number in [0, 1], got {value!r}")
+            value = limit_reader.bounded(bound, 0, 1)
             # Only the selection-rate ratio can be relative to the base-rate ratio; it says whether it is.
             relative = "relative_to_base_rate" in allowed and limit_reader.boolean("relative_to_base_rate")
             out[attribute][metric] = {bound: value, "relative_to_base_rate": relative, "decide_on": decide_on}

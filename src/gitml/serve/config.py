@@ -42,17 +42,17 @@ class ServeConfig:
         port = reader.integer("port")
         if port > 65535:
             reader.fail(f"port must be at most 65535, got {port}")
-        directory = Path(_text(log, "dir"))
+        directory = Path(log.text("dir"))
         return cls(
-            host=_text(reader, "host"),
+            host=reader.text("host"),
             port=port,
             max_batch=reader.integer("max_batch", minimum=1),
             max_body_bytes=reader.integer("max_body_bytes", minimum=1024),
             log=LogConfig(
                 directory=directory if directory.is_absolute() else root / directory,
-                flush_seconds=_positive(log, "flush_seconds"),
+                flush_seconds=log.bounded("flush_seconds", 0, open_ends=True, unit=" of seconds"),
                 rotate_bytes=log.integer("rotate_bytes", minimum=1),
-                rotate_seconds=_positive(log, "rotate_seconds"),
+                rotate_seconds=log.bounded("rotate_seconds", 0, open_ends=True, unit=" of seconds"),
                 max_pending=log.integer("max_pending", minimum=1),
             ),
             live_window=reader.integer("live_window", minimum=0),
@@ -68,17 +68,3 @@ class ServeConfig:
         return replace(
             self, host=self.host if host is None else host, port=self.port if port is None else port, log=log
         )
-
-
-def _text(reader: ConfigReader, key: str) -> str:
-    value = reader.required(key)
-    if not isinstance(value, str) or not value:
-        reader.fail(f"{key} must be text, got {value!r}")
-    return value
-
-
-def _positive(reader: ConfigReader, key: str) -> float:
-    value = reader.number(key)
-    if value is None or value <= 0:
-        reader.fail(f"{key} must be a number of seconds above 0, got {value!r}")
-    return value

@@ -92,10 +92,7 @@ def read_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
             elif key in MINIMUM:
                 values[key] = part.integer(key, minimum=MINIMUM[key])
             else:
-                value = part.number(key)
-                if value is None or not 0 <= value <= 1:
-                    part.fail(f"{key} must be a number in [0, 1], got {part.get(key)!r}")
-                values[key] = value
+                values[key] = part.bounded(key, 0, 1)
         config[suite] = values
     return config
 

@@ -57,9 +57,7 @@ class EvaluateConfig:
 
 
 def _bootstrap_config(reader: ConfigReader) -> BootstrapConfig:
-    confidence = reader.number("confidence")
-    if confidence is None or not 0 < confidence < 1:
-        reader.fail(f"confidence must be between 0 and 1 (e.g. 0.95), got {confidence!r}")
+    confidence = reader.bounded("confidence", 0, 1, open_ends=True)
     return BootstrapConfig(
         resamples=reader.integer("resamples", minimum=100),
         confidence=confidence,

@@ -96,9 +96,7 @@ def read_config(cfg: Mapping[str, Any], source: str) -> tuple[int, float]:
     """The export section, checked: (opset, parity_tolerance)."""
     reader = ConfigReader(source, "export", cfg, {"opset", "parity_tolerance"})
     opset = reader.integer("opset", minimum=7)
-    tolerance = reader.number("parity_tolerance")
-    if tolerance is None or tolerance < 0:
-        reader.fail(f"parity_tolerance must be a non-negative number, got {tolerance!r}")
+    tolerance = reader.bounded("parity_tolerance", 0)
     return opset, tolerance
 
 

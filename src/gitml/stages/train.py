@@ -65,9 +65,7 @@ class TrainConfig:
             reader.fail(f"class_weight: use balanced, none or a positive number, got {class_weight!r}")
         # null leaves torch's default number of threads.
         threads = None if reader.required("threads") is None else reader.integer("threads", minimum=1)
-        min_delta = stopping.number("min_delta")
-        if min_delta is None or min_delta < 0:
-            stopping.fail(f"min_delta must be a number >= 0, got {min_delta!r}")
+        min_delta = stopping.bounded("min_delta", 0)
         return cls(
             seed=reader.integer("seed"),
             batch_size=reader.integer("batch_size", minimum=1),
