@@ -111,7 +111,10 @@ class Output(Generic[T]):
 
     def read(self, paths: Paths) -> T:
         path = self.where(paths)
-        data = read_json(path, self.stage, self.how)
+        return self.check(read_json(path, self.stage, self.how), path)
+
+    def check(self, data: Any, path: Path | str) -> T:
+        """Parsed JSON as this output's model: GitmlError naming the file and the first key that is wrong."""
         if not isinstance(data, dict):
             raise GitmlError(f"{path}: expected a JSON object, got {type(data).__name__}. {self.how}.")
         for key, kind in self.required.items():

@@ -194,19 +194,22 @@ def test_a_model_param_reruns_training_stages_only(pipeline: Path) -> None:
     assert "Data and pipelines are up to date" in run(pipeline, "dvc", "repro")
 
 
-def test_a_split_param_reruns_split_only(pipeline: Path) -> None:
-    """`dvc exp run -S` composes conf/ with the override (DVC's Hydra integration)."""
-    out = run(pipeline, "dvc", "exp", "run", "-S", "split.seed=7")
-    assert "Running stage 'split'" in out
-    assert "Running stage 'ingest'" not in out
+def test_a_split_param_reruns_only_what_it_changes(pipeline: Path) -> None:
+    """`dvc exp run -S` composes conf/ with the override (DVC's Hydra integration). A bigger drift
+    reference changes no training row: the model is not retrained, and its manifest is rewritten."""
+    before = yaml.safe_load((pipeline / "params.yaml").read_text())["split"]["reference_rows"]
+    smaller = before // 2 + 1
+    out = run(pipeline, "dvc", "exp", "run", "-S", f"split.reference_rows={smaller}")
+    ran = [s for s in ("ingest", "split", "train", "export", "evaluate", "deepchecks") if f"Running stage '{s}'" in out]
+    assert ran == ["split", "evaluate"]  # evaluate: the manifest records a hash of every section that shapes it
     params = yaml.safe_load((pipeline / "params.yaml").read_text())
-    assert params["split"]["seed"] == 7
+    assert params["split"]["reference_rows"] == smaller
     shown = json.loads(run(pipeline, "dvc", "exp", "show", "--json"))
     baseline = next(row for row in shown if row["rev"] != "workspace")
-    seeds = [
-        rev["data"]["params"]["params.yaml"]["data"]["split"]["seed"]
+    rows = [
+        rev["data"]["params"]["params.yaml"]["data"]["split"]["reference_rows"]
         for exp in baseline["experiments"]
         for rev in exp["revs"]
     ]
-    assert baseline["data"]["params"]["params.yaml"]["data"]["split"]["seed"] == 42
-    assert seeds == [7]
+    assert baseline["data"]["params"]["params.yaml"]["data"]["split"]["reference_rows"] == before
+    assert rows == [smaller]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -19,11 +19,13 @@ from gitml.baseline import git_output, head_commit, parse_json
 from gitml.bundle import Manifest
 from gitml.bundle import load as load_bundle
 from gitml.errors import GitmlError
+from gitml.outputs import FAIRNESS, GATE, INTERVALS, METRICS, FairnessFile, GateFile, IntervalsFile, MetricsFile, Output
 from gitml.paths import Paths
 
 # A file's text by its path relative to the repository root; None when it is absent.
 ReadText = Callable[[str], str | None]
 
+T = TypeVar("T")
 PLOTS = ("roc", "pr", "calibration")  # the evaluate stage's curves the figures draw
 
 
@@ -79,15 +81,15 @@ def curve_names(paths: Paths) -> tuple[str, ...]:
 class Outputs:
     """The pipeline's outputs the report reads, as the working tree or one commit holds them."""
 
-    metrics: dict[str, Any] | None
-    fairness: dict[str, Any] | None
+    metrics: MetricsFile | None
+    fairness: FairnessFile | None
     train: dict[str, Any] | None
     export: dict[str, Any] | None
     live: dict[str, Any] | None  # dvclive/metrics.json
     ingest: dict[str, Any] | None
     split: dict[str, Any] | None
-    intervals: dict[str, Any] | None
-    gate: dict[str, Any] | None
+    intervals: IntervalsFile | None
+    gate: GateFile | None
     params: dict[str, Any] | None
     params_text: str | None
     manifest: Manifest | None
@@ -99,20 +101,30 @@ class Outputs:
         def load(path: Path) -> dict[str, Any] | None:
             return _mapping(parse_json(read(relative(paths, path))))
 
+        def typed(output: Output[T]) -> T | None:
+            """A typed output (gitml.outputs), checked as its readers check it; None if absent or not its shape
+            (main may predate it)."""
+            path = output.where(paths)
+            text = read(relative(paths, path))
+            try:
+                return None if text is None else output.check(parse_json(text), path)
+            except GitmlError:
+                return None
+
         plots = {name: parse_json(read(relative(paths, paths.plots / f"{name}.json"))) for name in PLOTS}
         live_dir = paths.dvclive / "plots" / "metrics"
         series = {name: _tsv(read(relative(paths, live_dir / f"{name}.tsv"))) for name in curves}
         params_text = read(relative(paths, paths.params))
         return cls(
-            metrics=load(paths.metrics),
-            fairness=load(paths.fairness),
+            metrics=typed(METRICS),
+            fairness=typed(FAIRNESS),
             train=load(paths.train_report),
             export=load(paths.export_report),
             live=load(paths.dvclive / "metrics.json"),
             ingest=load(paths.ingest_report),
             split=load(paths.split_report),
-            intervals=load(paths.intervals),
-            gate=load(paths.gate),
+            intervals=typed(INTERVALS),
+            gate=typed(GATE),
             params=_yaml(params_text),
             params_text=params_text,
             manifest=read_manifest(read, paths),

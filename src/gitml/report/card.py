@@ -87,7 +87,7 @@ def _model_details(params: Mapping[str, Any], now: Outputs, lineage: Lineage, sc
     train_cfg = params.get("train") or {}
     train = now.train or {}
     export = now.export or {}
-    threshold = (now.metrics or {}).get("threshold") or {}
+    threshold: Mapping[str, Any] = now.metrics["threshold"] if now.metrics else {}
     layers = ", ".join(
         f"{k} {v}" for k, v in model.items() if not str(k).startswith("_") and not isinstance(v, Mapping | type(None))
     )
@@ -187,8 +187,8 @@ def _percent(confidence: Any) -> str:
 
 
 def _metrics(now: Outputs) -> list[str]:
-    test = (now.metrics or {}).get("test") or {}
-    intervals = now.intervals or {}
+    test: Mapping[str, Any] = now.metrics["test"] if now.metrics else {}
+    intervals: Mapping[str, Any] = now.intervals or {}
     bounds = intervals.get("test") or {}
     if intervals:
         how = (
@@ -209,8 +209,8 @@ def _metrics(now: Outputs) -> list[str]:
 
 
 def _fairness(now: Outputs) -> list[str]:
-    summaries = (now.metrics or {}).get("fairness") or {}
-    intervals = (now.intervals or {}).get("fairness") or {}
+    summaries: Mapping[str, Any] = now.metrics["fairness"] if now.metrics else {}
+    intervals = now.intervals["fairness"] if now.intervals else {}
     lines = []
     for attribute, groups in now.protected_groups().items():
         rows = fairness_summary_rows(attribute, summaries.get(attribute) or {}, None, intervals.get(attribute))
@@ -239,7 +239,7 @@ def _gate(now: Outputs) -> list[str]:
 def automatic_limitations(now: Outputs, schema: DatasetSchema, min_positives: int) -> list[str]:
     """What the outputs themselves show: groups too small to trust, undefined gaps, protected inputs."""
     found = []
-    summaries = (now.metrics or {}).get("fairness") or {}
+    summaries: Mapping[str, Any] = now.metrics["fairness"] if now.metrics else {}
     min_size = (now.fairness or {}).get("min_group_size")
     for attribute, groups in now.protected_groups().items():
         summary = summaries.get(attribute) or {}
@@ -269,7 +269,7 @@ def automatic_limitations(now: Outputs, schema: DatasetSchema, min_positives: in
             f"The model takes the protected attributes {', '.join(inputs)} as inputs (`feature: true` in the "
             "dataset config)."
         )
-    rows = ((now.metrics or {}).get("test") or {}).get("rows")
+    rows = now.metrics["test"].get("rows") if now.metrics else None
     found.append(
         f"The metrics come from a held-out split of the same data ({number(rows)} rows): they say nothing about "
         "data from another time, place or population."

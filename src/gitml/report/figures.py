@@ -81,7 +81,7 @@ def _pr(now: Outputs, main: Outputs | None, main_label: str) -> tuple[Figure, li
     figure, series = _curve(
         "pr", "recall", "precision", "Precision-recall (test)", ("Recall", "Precision"), now, main, main_label
     )
-    base_rate = ((now.metrics or {}).get("test") or {}).get("positive_rate")
+    base_rate = now.metrics["test"].get("positive_rate") if now.metrics else None
     if isinstance(base_rate, int | float):
         figure.axes[0].axhline(base_rate, linestyle=":", color="grey", linewidth=1, label="base rate")
     figure.axes[0].legend(loc="lower left")

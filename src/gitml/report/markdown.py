@@ -250,9 +250,9 @@ def _left_out(summary: Mapping[str, Any], min_size: Any, min_cases: Any) -> str:
 
 def fairness_section(now: Outputs, main: Outputs | None) -> list[str]:
     """The gaps of every protected attribute against main, then every group's metrics, both folded."""
-    summaries = (now.metrics or {}).get("fairness") or {}
-    old_summaries = ((main.metrics or {}).get("fairness") or {}) if main is not None else None
-    intervals = (now.intervals or {}).get("fairness") or {}
+    summaries: Mapping[str, Any] = now.metrics["fairness"] if now.metrics else {}
+    old_summaries: Mapping[str, Any] | None = None if main is None else main.metrics["fairness"] if main.metrics else {}
+    intervals: Mapping[str, Any] = now.intervals["fairness"] if now.intervals else {}
     groups = now.protected_groups()
     if not summaries and not groups:
         return ["No protected attribute is declared in the dataset config: no fairness metrics.", ""]
@@ -411,7 +411,7 @@ def render_report(
     moved = f", {changed} of {count} changed" if compare else ""
     gate = now.gate
     failed, every_check = gate_sections(gate)
-    champion = (gate or {}).get("champion") or {}
+    champion: Mapping[str, Any] = gate["champion"] if gate else {}
     champion_differs = bool(champion.get("description")) and champion.get("commit") != baseline.commit
     lines = [
         verdict_line(gate, relative(paths, paths.gate)),

@@ -57,7 +57,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     )
     paths.model_card.write_text(model_card, encoding="utf-8")
     compared = f"vs {baseline.description}" if baseline.exists else "no main to compare with"
-    verdict = (now.gate or {}).get("verdict")
+    verdict = now.gate["verdict"] if now.gate else None
     message = (
         f"report: {relative(paths, paths.report)} (gate {verdict or 'not run'}, {compared}, {len(figures)} figures in "
         f"{relative(paths, paths.figures)}/) and {relative(paths, paths.model_card)}"
