@@ -38,7 +38,7 @@ class GitmlBaseline:
     def __init__(self) -> None:
         bundle = load(ROOT / "models")  # verified as `gitml serve` verifies it
         self.spec = bundle.spec
-        self.session = bundle.session()
+        self.session = bundle.session
         self.cutoff = np.float32(bundle.threshold.value)
         self.names = self.spec.input_columns
         negative, positive = bundle.classes

@@ -97,6 +97,13 @@ def read_json(path: Path, stage: str, how: str = RUN_PIPELINE) -> Any:
         raise GitmlError(f"{path}: not valid JSON ({exc}); the {stage} stage writes it. {how}.") from exc
 
 
+def json_object(data: Any, path: Path | str, how: str = RUN_PIPELINE) -> dict[str, Any]:
+    """`data` if it is a JSON object; GitmlError naming the file otherwise."""
+    if not isinstance(data, dict):
+        raise GitmlError(f"{path}: expected a JSON object, got {type(data).__name__}. {how}.")
+    return data
+
+
 T = TypeVar("T")
 
 
@@ -115,8 +122,7 @@ class Output(Generic[T]):
 
     def check(self, data: Any, path: Path | str) -> T:
         """Parsed JSON as this output's model: GitmlError naming the file and the first key that is wrong."""
-        if not isinstance(data, dict):
-            raise GitmlError(f"{path}: expected a JSON object, got {type(data).__name__}. {self.how}.")
+        data = json_object(data, path, self.how)
         for key, kind in self.required.items():
             if not isinstance(data.get(key), kind) or isinstance(data.get(key), bool):
                 raise GitmlError(

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gitml.errors import GitmlError
 from gitml.evaluate.measures import label
-from gitml.outputs import METRICS, RUN_PIPELINE, read_json
+from gitml.outputs import METRICS, json_object, read_json
 from gitml.paths import Paths
 
 # What the summary shows of the test metrics and of each attribute's fairness (with its digits).
@@ -20,10 +19,7 @@ FAIRNESS_SHOWN = (
 
 
 def _load(path: Path, stage: str) -> dict[str, Any]:
-    data = read_json(path, stage)
-    if not isinstance(data, dict):
-        raise GitmlError(f"{path}: expected a JSON object; the {stage} stage writes it. {RUN_PIPELINE}.")
-    return data
+    return json_object(read_json(path, stage), path)
 
 
 def _number(value: float | None, digits: int) -> str:

@@ -51,7 +51,7 @@ def test_load_gives_the_verified_parts(trained_sample: Trained) -> None:
     assert loaded.threshold.value == json.loads(paths.threshold.read_text())["threshold"]
     assert loaded.schema.name == loaded.spec.dataset
     assert loaded.classes == ("<=50K", ">50K")
-    assert bundle.model_metadata(paths.onnx)[bundle.SPEC_KEY] == loaded.spec.sha256
+    assert bundle.model_metadata(loaded.session)[bundle.SPEC_KEY] == loaded.spec.sha256
 
 
 def test_params_hash_changes_with_a_param_of_the_model_only() -> None:

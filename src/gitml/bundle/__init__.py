@@ -29,7 +29,7 @@ from gitml.data.features import PreprocessSpec
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
 from gitml.io import sha256_file, write_json
-from gitml.outputs import read_json
+from gitml.outputs import json_object, read_json
 from gitml.paths import MANIFEST as MANIFEST
 from gitml.paths import MODEL as MODEL
 from gitml.paths import PREPROCESS as PREPROCESS
@@ -181,6 +181,7 @@ class Bundle:
     spec: PreprocessSpec
     threshold: Threshold
     schema: DatasetSchema
+    session: Any  # the ONNX Runtime session load opened to check the model, kept for scoring (bundle.runtime)
 
     @property
     def onnx(self) -> Path:
@@ -189,12 +190,6 @@ class Bundle:
     @property
     def classes(self) -> tuple[str, str]:
         return self.manifest.negative_class, self.manifest.positive_class
-
-    def session(self) -> Any:
-        """An ONNX Runtime session on the model (bundle.runtime.session)."""
-        from gitml.bundle import runtime
-
-        return runtime.session(self.onnx)
 
 
 def load(directory: Path) -> Bundle:
@@ -218,27 +213,33 @@ def load(directory: Path) -> Bundle:
                 f"records: the bundle's files come from different runs, or one was changed. {REBUILD}."
             )
     spec = PreprocessSpec.load(directory / PREPROCESS)
-    check_model_spec(directory / MODEL, spec.sha256)
+    session = open_model(directory / MODEL)
+    check_model_spec(session, directory / MODEL, spec.sha256)
     threshold = Threshold.read(directory / THRESHOLD)
     schema = DatasetSchema.from_config(manifest.schema, source=f"{manifest_path}: schema")
     if spec.dataset != schema.name or threshold.positive_class != schema.positive_class:
         raise GitmlError(f"{manifest_path}: its schema does not describe {PREPROCESS} and {THRESHOLD}. {REBUILD}.")
-    return Bundle(directory, manifest, spec, threshold, schema)
+    return Bundle(directory, manifest, spec, threshold, schema, session)
 
 
-def model_metadata(path: Path) -> dict[str, str]:
-    """The ONNX model's metadata (key -> value), as ONNX Runtime reads it."""
+def open_model(path: Path) -> Any:
+    """An ONNX Runtime session on the model file (bundle.runtime.session); GitmlError for a damaged file."""
     from gitml.bundle import runtime
 
     try:
-        return dict(runtime.session(path).get_modelmeta().custom_metadata_map)
+        return runtime.session(path)
     except Exception as exc:  # ONNX Runtime raises its own exception types for a damaged file
         raise GitmlError(f"{path}: ONNX Runtime cannot load it ({exc}). {REBUILD}.") from exc
 
 
-def check_model_spec(model: Path, spec_sha256: str) -> None:
+def model_metadata(session: Any) -> dict[str, str]:
+    """The ONNX model's metadata (key -> value), as ONNX Runtime reads it."""
+    return dict(session.get_modelmeta().custom_metadata_map)
+
+
+def check_model_spec(session: Any, model: Path, spec_sha256: str) -> None:
     """Refuse a model exported behind another preprocessing than the spec beside it."""
-    recorded = model_metadata(model).get(SPEC_KEY)
+    recorded = model_metadata(session).get(SPEC_KEY)
     if recorded != spec_sha256:
         raise GitmlError(
             f"{model}: was exported for the preprocessing with sha256 {str(recorded)[:12]}..., but "
@@ -247,6 +248,4 @@ def check_model_spec(model: Path, spec_sha256: str) -> None:
 
 
 def _object(path: Path | str, data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise GitmlError(f"{path}: expected a JSON object, got {type(data).__name__}. {REBUILD}.")
-    return data
+    return json_object(data, path, REBUILD)

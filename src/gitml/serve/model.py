@@ -54,7 +54,7 @@ class ServedModel:
         self.threshold = self.bundle.threshold.value
         self.classes = self.bundle.classes
         self._cutoff = np.float32(self.threshold)  # the evaluate stage compares float32 scores with it
-        self.session = self.bundle.session()
+        self.session = self.bundle.session
         self.encoder = RecordEncoder(self.spec)
         self.lineage = Lineage.of(self.bundle, env)
 

@@ -307,7 +307,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> ChecksFile:
     config = read_config(gates.required("deepchecks"), source)
     schema = dataset_schema(cfg, paths.params)
     bundle = load_bundle(paths.models)
-    spec, threshold, session = bundle.spec, bundle.threshold.value, bundle.session()
+    spec, threshold, session = bundle.spec, bundle.threshold.value, bundle.session
     frames = {name: load_split(paths, name) for name in ("train", "test")}
 
     negative, positive = class_names(schema)

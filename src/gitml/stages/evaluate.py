@@ -18,8 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gitml.bundle import Threshold, check_model_spec, write_manifest
-from gitml.bundle.runtime import onnx_scores
+from gitml.bundle import Threshold, check_model_spec, open_model, runtime, write_manifest
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
 from gitml.data.features import PreprocessSpec, matrices
@@ -95,14 +94,15 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> MetricsFile:
     spec = PreprocessSpec.load(paths.preprocess)
     if not paths.onnx.is_file():
         raise GitmlError(f"{paths.onnx}: not found; run the export stage first (dvc repro export).")
-    check_model_spec(paths.onnx, spec.sha256)
+    session = open_model(paths.onnx)  # one session scores val and test
+    check_model_spec(session, paths.onnx, spec.sha256)
 
     x_val, y_val = matrices(spec, schema, load_split(paths, "val"))
     # Rounded once, here: the server reads the same number from models/threshold.json.
-    threshold = round(choose_threshold(onnx_scores(paths.onnx, x_val), y_val, rule, fixed), 6)
+    threshold = round(choose_threshold(runtime.run(session, x_val), y_val, rule, fixed), 6)
     test = load_split(paths, "test")
     x_test, y_test = matrices(spec, schema, test)
-    scores = onnx_scores(paths.onnx, x_test)
+    scores = runtime.run(session, x_test)
 
     per_attribute: dict[str, dict[str, dict[str, Any]]] = {}
     summaries: dict[str, Any] = {}
