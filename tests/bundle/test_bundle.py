@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 
 from gitml import bundle
-from gitml.config import load_params
+from gitml.config import dataset_schema, load_params
 from gitml.data.split import SPLITS
 from gitml.errors import GitmlError
 from gitml.paths import Paths
@@ -42,6 +43,7 @@ def test_the_manifest_records_each_file_the_data_the_params_and_the_metrics(trai
     assert manifest["metrics"]["threshold"] == metrics["threshold"]["value"]
     assert manifest["metrics"]["auroc"] == metrics["test"]["auroc"]
     assert "model.ckpt" not in manifest["files"]  # torch's checkpoint is not served
+    assert set(manifest["probe"]) == {"record", "score"}  # what it holds: tests/stages/test_evaluate.py
 
 
 def test_load_gives_the_verified_parts(trained_sample: Trained) -> None:
@@ -98,6 +100,39 @@ def test_a_damaged_manifest_is_refused(sample: Paths, text: str, problem: str) -
     sample.manifest.write_text(text)
     with pytest.raises(GitmlError, match=problem):
         bundle.load(sample.models)
+
+
+@pytest.mark.parametrize(
+    ("probe", "problem"),
+    [
+        (None, "`probe` is missing or not a dict"),
+        ([], "`probe` is missing or not a dict"),
+        ({"score": 0.5}, "`probe.record` is missing, empty or not field -> value"),
+        ({"record": {}, "score": 0.5}, "`probe.record` is missing, empty or not field -> value"),
+        ({"record": {"age": [37]}, "score": 0.5}, "`probe.record` is missing, empty or not field -> value"),
+        ({"record": {"age": 37}}, "`probe.score` None is not a probability"),
+        ({"record": {"age": 37}, "score": 1.5}, "`probe.score` 1.5 is not a probability"),
+        ({"record": {"age": 37}, "score": True}, "`probe.score` True is not a probability"),
+    ],
+)
+def test_a_manifest_without_a_whole_probe_is_refused_by_name(sample: Paths, probe: object, problem: str) -> None:
+    manifest = json.loads(sample.manifest.read_text())
+    assert bundle.Probe.parse(manifest["probe"], sample.manifest) == bundle.Manifest.read(sample.manifest).probe
+    if probe is None:
+        del manifest["probe"]
+    else:
+        manifest["probe"] = probe
+    sample.manifest.write_text(json.dumps(manifest))
+    with pytest.raises(GitmlError, match=rf"manifest.json: {re.escape(problem)}; the file is damaged"):
+        bundle.load(sample.models)
+
+
+def test_the_manifest_records_the_probe_it_is_given(sample: Paths) -> None:
+    params = load_params(sample.params)
+    schema = dataset_schema(params, sample.params)
+    given = bundle.Probe({"age": 40}, 0.25)
+    assert bundle.write_manifest(sample.models, params["data"], schema, {}, params, {}, given).probe == given
+    assert bundle.Manifest.read(sample.manifest).probe == given
 
 
 def test_a_model_exported_for_another_preprocessing_is_refused(sample: Paths) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gitml.baseline import branch_baseline, champion
-from gitml.bundle import write_manifest
+from gitml.bundle import Manifest, write_manifest
 from gitml.cli import main
 from gitml.config import compose_params, dataset_schema, load_params
 from gitml.errors import GitmlError
@@ -292,9 +292,10 @@ def gate_repo(repo: Path, trained_sample: Trained, tmp_path: Path) -> Paths:
     shutil.copytree(trained_sample[0].models, paths.models)
     params = load_params(paths.params)
     metrics = json.loads(paths.metrics.read_text())
+    sample = Manifest.read(paths.models / "manifest.json")
     write_manifest(
         paths.models, params["data"], dataset_schema(params, paths.params), {}, params,
-        {**metrics["test"], "threshold": metrics["threshold"]["value"]},
+        {**metrics["test"], "threshold": metrics["threshold"]["value"]}, sample.probe,
     )  # fmt: skip
     return paths
 

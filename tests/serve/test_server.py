@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gitml.bundle import Manifest
 from gitml.paths import Paths
 from gitml.serve.predlog import labelled, predictions, read_lines
 from tests.serve.conftest import GIT_SHA, MODEL_VERSION, Server, request_records
@@ -103,6 +104,16 @@ def test_predictions_over_http_equal_the_evaluate_stage_scores(
     assert clear.all()
     assert decisions == expected["decision"].tolist()
     assert [s["decision"] for s in singles] == expected["decision"][:40].tolist()
+
+
+def test_the_manifests_probe_comes_back_with_its_score(server: Server, served: Paths) -> None:
+    """What the deploy smoke test does: the probe record, posted, is scored as the evaluate stage scored it."""
+    probe = Manifest.read(served.manifest).probe
+    answer = httpx.post(f"{server.url}/predict", json=probe.record)
+    assert answer.status_code == 200, answer.text
+    assert abs(answer.json()["score"] - probe.score) <= 1e-6
+    threshold = np.float32(json.loads(served.threshold.read_text())["threshold"])
+    assert answer.json()["decision"] == bool(np.float32(probe.score) >= threshold)
 
 
 BAD_BODIES: list[tuple[str, bytes, int, list[Any] | None]] = [

@@ -6,13 +6,19 @@ A bundle is the folder `models/` with four files:
   preprocess.json  the fitted preprocessing, applied with NumPy alone                train stage
   threshold.json   the decision threshold chosen on the validation split             evaluate stage
   manifest.json    format version, sha256 of the three files, the dataset schema,    evaluate stage
-                   label and classes, data and params hashes, the test metrics
+                   label and classes, data and params hashes, the test metrics, and
+                   the probe: one record and the model's score for it
 
 The evaluate stage completes the bundle and writes its manifest (`write_manifest`); every reader
 opens it with `load`, which checks the format version, each file's sha256 against the manifest
 and the preprocessing's sha256 against the one export wrote into the ONNX metadata. A bundle that
 fails a check is refused with a message that names the file. NumPy and ONNX Runtime only: the
 server (the `serve` extra, no torch, no git, no dvc.lock) loads the bundle through this module.
+
+The probe (`Probe`; gitml.evaluate.probe builds it) is one record in the form the server's
+/predict takes, made of the test split's typical values, and the exported model's score for it as
+the evaluate stage computes it. Posted to a deployed server, it must come back with that score:
+the server runs this bundle, preprocessing included.
 """
 
 from __future__ import annotations
@@ -78,6 +84,28 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """A /predict record and the exported model's score for it (a float32, as a Python float)."""
+
+    record: dict[str, Any]  # field -> value, as the stored data has it (None for a missing value)
+    score: float
+
+    @classmethod
+    def parse(cls, loaded: Any, path: Path | str) -> Probe:
+        """The manifest's `probe`, checked: a record object and a probability."""
+        if not isinstance(loaded, dict):
+            raise GitmlError(f"{path}: `probe` is missing or not a dict; the file is damaged. {REBUILD}.")
+        record, score = loaded.get("record"), loaded.get("score")
+        if not isinstance(record, dict) or not record or not all(_scalar(v) for v in record.values()):
+            raise GitmlError(
+                f"{path}: `probe.record` is missing, empty or not field -> value; the file is damaged. {REBUILD}."
+            )
+        if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+            raise GitmlError(f"{path}: `probe.score` {score!r} is not a probability; the file is damaged. {REBUILD}.")
+        return cls(record=dict(record), score=float(score))
+
+
+@dataclass(frozen=True)
 class Manifest:
     """manifest.json: what the bundle holds and where it came from."""
 
@@ -91,6 +119,7 @@ class Manifest:
     data: dict[str, str]  # split (train, val, test) -> sha256 of the Parquet file
     params_sha256: str  # of the params.yaml sections that shaped the bundle (PARAMS)
     metrics: dict[str, float]  # the headline test metrics, and the threshold
+    probe: Probe  # a record and the model's score for it: what a smoke test of a deployment posts
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -121,7 +150,8 @@ class Manifest:
         missing = [name for name in FILES if not isinstance(data["files"].get(name), str)]
         if missing:
             raise GitmlError(f"{path}: records no sha256 for {', '.join(missing)}; the file is damaged. {REBUILD}.")
-        return cls(**{key: data[key] for key in ("format_version", *fields)})
+        probe = Probe.parse(data.get("probe"), path)
+        return cls(**{key: data[key] for key in ("format_version", *fields)}, probe=probe)
 
 
 # The params.yaml sections whose values shaped the bundle; their hash goes into the manifest.
@@ -139,15 +169,18 @@ def write_manifest(
     data: Mapping[str, Path],
     params: Mapping[str, Any],
     metrics: Mapping[str, float],
+    probe: Probe,
 ) -> Manifest:
-    """Record the finished bundle in `directory`: called once, by the stage that completes it (evaluate)."""
+    """Record the finished bundle in `directory`: called once, by the stage that completes it
+    (evaluate), with the probe it scored (gitml.evaluate.probe)."""
     missing = [name for name in FILES if not (directory / name).is_file()]
     if missing:
         raise GitmlError(f"{directory}: {', '.join(missing)} not found; the bundle is incomplete. {REBUILD}.")
+    files = {name: sha256_file(directory / name) for name in FILES}
     negative, positive = classes(schema)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
-        files={name: sha256_file(directory / name) for name in FILES},
+        files=files,
         dataset=schema.name,
         label=schema.label.name,
         positive_class=positive,
@@ -160,6 +193,7 @@ def write_manifest(
             for k, v in sorted(metrics.items())
             if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
         },
+        probe=probe,
     )
     write_json(directory / MANIFEST, manifest.as_json())
     return manifest
@@ -245,6 +279,11 @@ def check_model_spec(session: Any, model: Path, spec_sha256: str) -> None:
             f"{model}: was exported for the preprocessing with sha256 {str(recorded)[:12]}..., but "
             f"{model.parent / PREPROCESS} has {spec_sha256[:12]}...: they come from different runs. {REBUILD}."
         )
+
+
+def _scalar(value: Any) -> bool:
+    """A JSON string, number or null: what a record's field holds."""
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
 
 
 def _object(path: Path | str, data: Any) -> dict[str, Any]:

@@ -4,7 +4,8 @@ Writes reports/metrics.json (headline metrics and the fairness summaries, a DVC 
 reports/fairness.json (every group of every protected attribute), reports/intervals.json
 (bootstrap confidence intervals of both), the plot data under
 reports/plots/, models/threshold.json and the test scores. It completes the model bundle
-(gitml.bundle) and writes its manifest, models/manifest.json.
+(gitml.bundle) and writes its manifest, models/manifest.json, with the bundle's probe: a record
+built from the test split and the model's score for it (gitml.evaluate.probe).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from gitml.evaluate.bootstrap import (
 )
 from gitml.evaluate.metrics import fairness_summary, group_codes, group_metrics, headline
 from gitml.evaluate.plots import write_plots
+from gitml.evaluate.probe import probe
 from gitml.evaluate.threshold import RULES, choose_threshold
 from gitml.io import write_json, write_parquet
 from gitml.outputs import FAIRNESS, INTERVALS, METRICS, MetricsFile
@@ -94,7 +96,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> MetricsFile:
     spec = PreprocessSpec.load(paths.preprocess)
     if not paths.onnx.is_file():
         raise GitmlError(f"{paths.onnx}: not found; run the export stage first (dvc repro export).")
-    session = open_model(paths.onnx)  # one session scores val and test
+    session = open_model(paths.onnx)  # one session scores val, test and the probe
     check_model_spec(session, paths.onnx, spec.sha256)
 
     x_val, y_val = matrices(spec, schema, load_split(paths, "val"))
@@ -164,6 +166,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> MetricsFile:
         {name: paths.split_file(name) for name in SPLITS},
         cfg,
         {**metrics["test"], "threshold": threshold},
+        probe(schema, spec, session, test),
     )
     return metrics
 
