@@ -28,7 +28,7 @@ PIP_INSTALL := requirements/check-python.sh --venv $(BIN)/python && $(PIP) insta
 	&& $(PIP) install --quiet -c $(LOCK)
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint params lock clean serve bench
+.PHONY: help install install-release run test lint params lock clean serve bench
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -41,7 +41,7 @@ $(BIN)/python:
 # One stamp per set of extras: re-installs only when the lock or pyproject.toml changes.
 $(VENV)/.stamp-pipeline: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline]'
-	@touch $@ && $(RECORD_CHECKOUT)
+	@touch $@ $(VENV)/.stamp-release && $(RECORD_CHECKOUT)
 
 $(VENV)/.stamp-serve: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[serve]'
@@ -49,14 +49,21 @@ $(VENV)/.stamp-serve: $(LOCK) pyproject.toml | $(BIN)/python
 
 # The dev environment is every extra: mypy checks benchmarks/bento_service.py against BentoML too.
 $(VENV)/.stamp-dev: $(LOCK) pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e '.[pipeline,serve,dev,bench]'
-	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve $(VENV)/.stamp-bench && $(RECORD_CHECKOUT)
+	$(PIP_INSTALL) -e '.[pipeline,serve,release,dev,bench]'
+	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve $(VENV)/.stamp-release $(VENV)/.stamp-bench && $(RECORD_CHECKOUT)
+
+# gitml and GTO only: what the deploy and promote workflows need to render, smoke-test and record.
+$(VENV)/.stamp-release: $(LOCK) pyproject.toml | $(BIN)/python
+	$(PIP_INSTALL) -e '.[release]'
+	@touch $@ && $(RECORD_CHECKOUT)
 
 $(VENV)/.stamp-bench: $(LOCK) pyproject.toml | $(BIN)/python
 	$(PIP_INSTALL) -e '.[pipeline,serve,bench]'
-	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve && $(RECORD_CHECKOUT)
+	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve $(VENV)/.stamp-release && $(RECORD_CHECKOUT)
 
 install: $(VENV)/.stamp-pipeline  ## install the pipeline's environment from the lock (the pipeline workflow's first step)
+
+install-release: $(VENV)/.stamp-release  ## install gitml and GTO only, no PyTorch (the deploy and promote workflows)
 
 # The gate and the report compare with git (GTO's production model, main), which DVC does not
 # track, so they run after `dvc repro` every time. `gitml gate --check` comes last: a failed
@@ -74,8 +81,10 @@ bench: $(VENV)/.stamp-bench  ## load-test gitml serve against its baselines (nee
 params: $(VENV)/.stamp-pipeline  ## compose conf/ into params.yaml (what `dvc exp run` does)
 	@$(BIN)/gitml params
 
+# On every core (pytest-xdist); the end-to-end modules that share one reproduction of the
+# pipeline run on one worker each (their xdist_group). `pytest` alone runs on one core.
 test: $(VENV)/.stamp-dev  ## run the test suite
-	@source $(BIN)/activate && pytest
+	@source $(BIN)/activate && pytest -n auto --dist loadgroup
 
 lint: $(VENV)/.stamp-dev  ## run every pre-commit hook on every file
 	@source $(BIN)/activate && SKIP=dvc-pre-commit pre-commit run --all-files --show-diff-on-failure

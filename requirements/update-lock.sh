@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Re-resolve every dependency of gitml (all extras) in a throw-away virtualenv and write the
 # exact versions to requirements/lock.txt. Run it after changing a range in pyproject.toml:
-#   make lock
+#   make lock            everything at the newest versions the ranges admit
+#   make lock KEEP=1     the locked versions kept, only new dependencies resolved
 # The lock is used as a pip constraints file, so `.[pipeline]`, `.[serve]` and `.[dev]` each
 # install the same pinned versions without dragging in the other extras.
 # The lock must install on every Python that requires-python admits. Resolve with the lowest one
@@ -14,9 +15,15 @@ requirements/check-python.sh "$python"
 venv=$(mktemp -d)/venv
 trap 'rm -rf "$(dirname "$venv")"' EXIT
 "$python" -m venv "$venv"
+# KEEP=1 (make lock KEEP=1) keeps every pinned version, pip's too, and resolves only what is
+# new: how a dependency is added without upgrading the rest.
+keep=()
+if [ "${KEEP:-}" = 1 ]; then
+  keep=(-c requirements/lock.txt)
+fi
 # pip is locked too: make installs it first, so every machine resolves with the same pip.
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$venv/bin/pip" install --quiet -e '.[pipeline,serve,dev,bench]'
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "${keep[@]}" pip
+"$venv/bin/pip" install --quiet "${keep[@]}" -e '.[pipeline,serve,release,dev,bench]'
 "$venv/bin/python" - <<'EOF'
 import sys
 import tomllib

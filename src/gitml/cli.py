@@ -156,6 +156,19 @@ COMMANDS: dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None
 }
 
 
+def release_commands() -> dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None] | None]]:
+    """The release workflows' subcommands (gitml.release): versions, overlays, smoke tests, lineage."""
+    from gitml.release import lineage, notes, overlay, promotion, registry, render, smoke
+
+    return {
+        **registry.COMMANDS, **notes.COMMANDS, **lineage.COMMANDS, **overlay.COMMANDS,
+        **render.COMMANDS, **smoke.COMMANDS, **promotion.COMMANDS,
+    }  # fmt: skip
+
+
+COMMANDS.update(release_commands())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gitml", description="One tabular model, run the GitOps way.")
     parser.add_argument("--root", type=Path, default=Path(), help="repository root (default: .)")

@@ -4,10 +4,11 @@ GitHub is the outer boundary the workflow tests cannot reach, so it has stand-in
 its git server is a local bare repository that `https://github.com/gitml-test/gitml.git` is
 mapped to (git's url.insteadOf, in the runner's HOME); checkout, setup-python, setup-cml and
 upload-artifact are local actions put in place of the pinned ones (`act --local-repository`);
-and `cml` is a recorder of the comment it would post. Everything else runs for real, as on a
-runner: act (host mode) reads the workflow files unchanged, `make install` installs from the
-lock, DVC pulls from and pushes to a folder remote, the pipeline, `gitml gate`, `gitml report`.
-Used by tests/e2e/test_pr_workflow.py and benchmarks/pr_workflow.py.
+`cml` is a recorder of the comment it would post; `gh`, `docker` and `kubectl` stand in for
+GitHub's API, an image registry and a cluster. Everything else runs for real, as on a runner:
+act (host mode) reads the workflow files unchanged, `make install` installs from the lock, DVC
+pulls from and pushes to a folder remote, the pipeline, `gitml gate`, `gitml report`, GTO.
+Used by tests/e2e/test_pr_workflow.py, tests/e2e/test_release_workflow.py and benchmarks/pr_workflow.py.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,10 @@ def step_env(home: Path, record_root: Path) -> dict[str, str]:
         HOME=str(home),
         PATH=os.pathsep.join([str(STAND_INS / "bin"), *path]),
         GITML_TEST_RECORD=str(record_root),
+        # What the stand-ins of GitHub's API, the registry and the cluster run with and keep.
+        GITML_TEST_PYTHON=sys.executable,
+        GITML_TEST_KUBECTL=str(BIN / "kubectl"),
+        GITML_TEST_WORLD=str(home.parent / "world"),
     )
     return env
 
@@ -172,13 +177,6 @@ def run_pr_workflow(
 ) -> Run:
     """act runs `workflow` for a `pull_request` event of `pr` (`action`, with `label` for "labeled"),
     from a clone at its head; the `runners` labels map to this machine, and no other."""
-    gh.runs += 1
-    record = gh.root / "records" / f"run-{gh.runs}"
-    record.mkdir(parents=True)
-    clone = gh.root / f"runner-{gh.runs}"
-    gh.git(gh.root, "clone", "-q", ORIGIN_URL, str(clone))
-    gh.git(clone, "fetch", "-q", "origin", pr.sha)
-    gh.git(clone, "checkout", "-q", "--detach", pr.sha)
     event: dict[str, object] = {
         "action": action,
         "number": pr.number,
@@ -190,11 +188,34 @@ def run_pr_workflow(
         "repository": {"full_name": REPOSITORY},
         **({"label": {"name": label}} if label else {}),
     }
-    (gh.root / f"event-{gh.runs}.json").write_text(json.dumps(event))
-    variables = {**({"GITML_VENV": str(gh.venv)} if gh.venv else {}), **(variables or {})}
+    return run_workflow(gh, "pull_request", workflow, event, pr.sha, variables, secrets, runners)
+
+
+def run_workflow(
+    gh: GitHub,
+    event_name: str,
+    workflow: str,
+    event: Mapping[str, object],
+    sha: str,
+    variables: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
+    runners: tuple[str, ...] = ("ubuntu-latest",),
+    env: dict[str, str] | None = None,
+) -> Run:
+    """act runs `workflow` for `event_name` with the payload `event`, from a clone of origin at
+    `sha`; the `runners` labels map to this machine, and no other. `env` adds to the runner's."""
+    gh.runs += 1
+    record = gh.root / "records" / f"run-{gh.runs}"
+    record.mkdir(parents=True)
+    clone = gh.root / f"runner-{gh.runs}"
+    gh.git(gh.root, "clone", "-q", ORIGIN_URL, str(clone))
+    gh.git(clone, "fetch", "-q", "origin", sha)
+    gh.git(clone, "checkout", "-q", "--detach", sha)
     event_file = gh.root / f"event-{gh.runs}.json"
+    event_file.write_text(json.dumps(event))
+    variables = {**({"GITML_VENV": str(gh.venv)} if gh.venv else {}), **(variables or {})}
     command = [
-        str(BIN / "act"), "pull_request", "-W", f".github/workflows/{workflow}", "-e", str(event_file),
+        str(BIN / "act"), event_name, "-W", f".github/workflows/{workflow}", "-e", str(event_file),
         # The labels given map to this machine; any other runs-on (a self-hosted label) maps to
         # nothing, and act skips such a job silently: each test asserts that the job ran.
         *[a for runner in runners for a in ("-P", f"{runner}=-self-hosted")],
@@ -203,8 +224,8 @@ def run_pr_workflow(
         # GitHub gives every run a GITHUB_TOKEN (read-only for a fork's pull request).
         *[a for k, v in {"GITHUB_TOKEN": "a-workflow-token", **(secrets or {})}.items() for a in ("-s", f"{k}={v}")],
     ]  # fmt: skip
-    env = {**gh.env, "GITML_TEST_RECORD": str(record)}
-    done = subprocess.run(command, cwd=clone, env=env, capture_output=True, text=True, timeout=1200)
+    run_env = {**gh.env, "GITML_TEST_RECORD": str(record), **(env or {})}
+    done = subprocess.run(command, cwd=clone, env=run_env, capture_output=True, text=True, timeout=1200)
     (record / "act.log").write_text(done.stdout + done.stderr)
     shutil.rmtree(clone)
     return Run(done.returncode, done.stdout + done.stderr, record)

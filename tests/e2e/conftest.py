@@ -1,7 +1,7 @@
 """The pipeline reproduced once on the bundled data, shared by the end-to-end tests.
 
-`tests/e2e/test_pipeline.py` examines and changes it; the pull-request workflow tests
-(`test_pr_workflow.py`) start from a snapshot taken right after the reproduction, and from the
+`tests/e2e/test_pipeline.py` examines and changes it; the workflow tests (`test_pr_workflow.py`,
+`test_release_workflow.py`) start from a snapshot taken right after the reproduction, and from the
 DVC remote it was pushed to, as a team's main branch would be after `make run`, commit and `dvc push`.
 """
 
@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from gitml.scratch import make_scratch_repo, scratch_env
+from tests.e2e.act import GitHub, make_github
 
 
 def run(cwd: Path, *args: str) -> str:
@@ -70,3 +71,15 @@ def reproduced(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 @pytest.fixture(scope="session")
 def pipeline(reproduced: tuple[Path, Reproduction]) -> Path:
     return reproduced[0]
+
+
+@pytest.fixture(scope="session")
+def github(repo: Path, reproduced: tuple[Path, Reproduction], tmp_path_factory: pytest.TempPathFactory) -> GitHub:
+    """The stand-in GitHub the workflow tests share: main as a team has it after `make run`, commit
+    and `dvc push`, and one runner virtualenv for every run (installed by the first)."""
+    _, reproduction = reproduced
+    root = tmp_path_factory.mktemp("github")
+    gh = make_github(repo, root, reproduction.remote, tracked=reproduction.tracked, venv=root / "venv")
+    # Byte-compiling the 2 GB environment is most of a warm-cache install; Python compiles what it imports.
+    gh.env["PIP_NO_COMPILE"] = "1"
+    return gh

@@ -15,7 +15,7 @@ import yaml
 from gitml.scratch import scratch_env
 from tests.e2e.conftest import run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pipeline")]
 
 
 def test_ingest_accounts_for_every_row(pipeline: Path) -> None:

@@ -19,21 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.act import BIN, JOB, GitHub, Run, make_github, open_pull_request, run_pr_workflow
-from tests.e2e.conftest import Reproduction
+from tests.e2e.act import BIN, JOB, GitHub, Run, open_pull_request, run_pr_workflow
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def github(repo: Path, reproduced: tuple[Path, Reproduction], tmp_path_factory: pytest.TempPathFactory) -> GitHub:
-    """main as a team has it after `make run`, commit and `dvc push`; one virtualenv for all runs."""
-    _, reproduction = reproduced
-    root = tmp_path_factory.mktemp("github")
-    gh = make_github(repo, root, reproduction.remote, tracked=reproduction.tracked, venv=root / "venv")
-    # Byte-compiling the 2 GB environment is most of a warm-cache install; Python compiles what it imports.
-    gh.env["PIP_NO_COMPILE"] = "1"
-    return gh
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflows")]
 
 
 def assert_job_ran(run: Run) -> None:

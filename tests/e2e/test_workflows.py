@@ -110,10 +110,35 @@ def test_called_workflows_are_this_repositorys_own() -> None:
 
 
 def test_no_workflow_runs_fork_code_with_a_write_token() -> None:
+    """No pull_request_target anywhere; a workflow a pull request starts passes no secret wholesale.
+    The release workflows pass theirs on (deploy.yml reads its environment's KUBECONFIG) and run
+    only for main or by hand, never for a pull request's code."""
     for workflow in WORKFLOWS:
         text = workflow.read_text()
         assert "pull_request_target" not in text, workflow.name
-        assert "secrets: inherit" not in text, workflow.name
+        if "secrets: inherit" in text:
+            triggers = load(workflow.name)["on"]
+            assert set(triggers) <= {"push", "workflow_dispatch", "workflow_call"}, workflow.name
+            assert triggers.get("push") in (None, {"branches": ["main"]}), workflow.name
+
+
+def test_the_release_workflows_run_for_main_or_by_hand() -> None:
+    """A merge to main releases; deploy.yml is called by release.yml or run by hand; promote.yml by hand."""
+    assert load("release.yml")["on"] == {"push": {"branches": ["main"]}}
+    assert set(load("deploy.yml")["on"]) == {"workflow_call", "workflow_dispatch"}
+    assert set(load("promote.yml")["on"]) == {"workflow_dispatch"}
+    for name in ("release.yml", "deploy.yml", "promote.yml"):
+        spec = load(name)
+        assert spec["permissions"] == {}, name
+        assert spec["concurrency"]["cancel-in-progress"] is False, name  # never stop a rollout halfway
+    # The deploy job runs in the environment it deploys to: that environment's secrets and rules.
+    (job,) = load("deploy.yml")["jobs"].values()
+    assert job["environment"]["name"] == "${{ inputs.environment }}"
+    # Both environments are deployed by calling deploy.yml, not by a tag (a tag pushed with
+    # GITHUB_TOKEN starts no workflow).
+    calls = {job["with"]["environment"]: job for job in load("release.yml")["jobs"].values() if "uses" in job}
+    assert set(calls) == {"staging", "prod"}
+    assert {job["uses"] for job in calls.values()} == {"./.github/workflows/deploy.yml"}
 
 
 def test_the_pull_request_pipeline_keeps_forks_off_runners_and_secrets() -> None:
