@@ -639,3 +639,24 @@ def test_prod_is_bigger_and_stricter_than_staging() -> None:
     assert disruptions_allowed(pdb["prod"], hpa["prod"]["maxReplicas"]) < disruptions_allowed(
         pdb["staging"], hpa["prod"]["maxReplicas"]
     )
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_argo_cd_application_syncs_its_overlay_into_its_namespace(overlay: str) -> None:
+    """deploy/argocd/<env>.yaml: an Application over exactly the overlay deploy.yml renders, in the
+    overlay's own namespace, from main; only staging syncs by itself."""
+    app = yaml.safe_load((REPO / "deploy" / "argocd" / f"{overlay}.yaml").read_text())
+    assert (app["apiVersion"], app["kind"]) == ("argoproj.io/v1alpha1", "Application")
+    source, destination = app["spec"]["source"], app["spec"]["destination"]
+    assert source["path"] == f"deploy/k8s/overlays/{overlay}"
+    assert (REPO / source["path"] / "kustomization.yaml").is_file()
+    assert source["targetRevision"] == "main"
+    assert destination["namespace"] == one(overlay, "Deployment")["metadata"]["namespace"]
+    automated = app["spec"].get("syncPolicy", {}).get("automated")
+    assert (automated is not None) == (overlay == "staging")
+    if automated:
+        assert automated == {"prune": True, "selfHeal": True}
+    # The HorizontalPodAutoscaler owns the replica count; the Deployment writes none.
+    (ignored,) = app["spec"]["ignoreDifferences"]
+    assert ignored["jsonPointers"] == ["/spec/replicas"]
+    assert "replicas" not in one(overlay, "Deployment")["spec"]

@@ -373,3 +373,49 @@ def test_a_failed_smoke_test_rolls_the_deployment_back(story: Story) -> None:
     assert stages(gh) == {"staging": "v0.2.0", "prod": "v0.1.0"}
     state = json.loads((story.world / "cluster" / "gitml-prod" / "gitml.json").read_text())
     assert state["revisions"][-1]["image"].endswith(":v0.1.0")
+
+
+def test_lineage_traces_each_version_from_git_alone(story: Story) -> None:
+    """`gitml lineage` in a fresh clone with the tags: where v0.2.0 came from and where it ran."""
+    gh = story.gh
+    gto(gh, "show", "model")  # brings the clone up to date
+    clone = gh.root / "gto-view"
+    gh.git(clone, "checkout", "-q", "--detach", "origin/main")
+    done = subprocess.run([str(BIN / "gitml"), "lineage", "v0.2.0"], cwd=clone, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    trailers = tag_trailers(gh, "model@v0.2.0")
+    assert trailers["Gitml-Commit"] in text
+    assert f"#{trailers['Gitml-Pull-Request']}" in text
+    assert trailers["Gitml-Image"] in text
+    assert "train.seed" in text  # the one param the retraining changed since v0.1.0
+    assert "pass" in text
+    assert re.search(r"deployed\s+staging\s+since \d{4}-\d\d-\d\d", text), text
+    assert re.search(r"past stages\s+prod", text), text  # v0.2.0 ran in prod until the rollback
+    unknown = subprocess.run([str(BIN / "gitml"), "lineage", "v9.9.9"], cwd=clone, capture_output=True, text=True)
+    assert unknown.returncode == 1
+    assert "v0.1.0, v0.2.0" in unknown.stderr
+
+
+def test_a_merge_whose_outputs_the_remote_lacks_registers_nothing(story: Story) -> None:
+    """A pull request whose model never reached the DVC remote (its pipeline never pushed): the
+    release pulls, finds it missing and stops, naming the fix; nothing is trained, tagged or deployed."""
+    gh = story.gh
+    tags = origin_tags(gh)
+
+    def unpushed_model(repo: Path) -> None:
+        lock = repo / "dvc.lock"
+        text = lock.read_text()
+        entry = re.search(r"path: models/threshold.json\n\s+hash: md5\n\s+md5: ([0-9a-f]{32})", text)
+        assert entry is not None, "no models/threshold.json in dvc.lock"
+        lock.write_text(text.replace(entry.group(1), "f" * 32))
+
+    pr = open_pull_request(gh, next(story.numbers), unpushed_model, "evaluate: a threshold never pushed")
+    run = release(story, merge(story, pr))
+    assert job_ran(run, "version and release")
+    assert run.returncode != 0
+    assert "Outputs missing from the DVC remote" in run.log
+    assert "dvc push" in run.log
+    assert "Running stage" not in run.log
+    assert origin_tags(gh) == tags
+    assert not job_ran(run, "deploy to staging")

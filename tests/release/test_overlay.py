@@ -203,8 +203,9 @@ def test_render_refuses_a_version_the_overlay_does_not_name(root: Path, tmp_path
     with pytest.raises(GitmlError) as caught:
         call(render, root, "render", "prod", "--version", NEW, "--out", str(out))
     assert str(caught.value) == (
-        f"the prod overlay (deploy/k8s/overlays/prod/kustomization.yaml) names {current}; to deploy {NEW} "
-        "open a promotion pull request (promote.yml)."
+        f"the prod overlay (deploy/k8s/overlays/prod/kustomization.yaml) names {current}; to deploy {NEW}, "
+        "the overlay must name it: open a pull request that sets it (promote.yml opens one). What runs is what "
+        "git says."
     )
     assert not out.exists()
 

@@ -131,9 +131,14 @@ def render(root: Path, stage: str, version: str) -> Rendered:
     parse_version(version)
     overlay = read_overlay(root, stage)
     if overlay.version != version:
+        how = (
+            "release.yml sets it when a merge registers a version"
+            if stage == "staging"
+            else "open a pull request that sets it (promote.yml opens one)"
+        )
         raise GitmlError(
-            f"the {stage} overlay ({overlay.path.relative_to(root)}) names {overlay.version}; to deploy {version} "
-            "open a promotion pull request (promote.yml)."
+            f"the {stage} overlay ({overlay.path.relative_to(root)}) names {overlay.version}; to deploy {version}, "
+            f"the overlay must name it: {how}. What runs is what git says."
         )
     return check_rendered(kustomize(root, stage), overlay.image, version, f"overlays/{stage}")
 

@@ -3,8 +3,8 @@
 `gitml smoke URL --version V` waits for /ready to answer 200, checks that /version names V, and
 posts the manifest's probe record to /predict: the score must equal the one the evaluate stage
 recorded for that record (models/manifest.json `probe`), so the image, the bundle in it and the
-runtime together score as the gated model did. The standard library only: the deploy job
-installs just the serve extra.
+runtime together score as the gated model did. The standard library and gitml's core only: the
+deploy job installs the release extra (gitml and GTO), no server and no PyTorch.
 """
 
 from __future__ import annotations
