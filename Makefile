@@ -31,7 +31,7 @@ PIP_INSTALL := requirements/check-python.sh --venv $(BIN)/python && $(PIP) insta
 .PHONY: help install install-release run test lint params lock clean serve bench
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 # The interpreter is checked first: a Python outside requires-python stops here, with the versions that work.
 $(BIN)/python:
