@@ -219,7 +219,9 @@ def run_workflow(
         # The labels given map to this machine; any other runs-on (a self-hosted label) maps to
         # nothing, and act skips such a job silently: each test asserts that the job ran.
         *[a for runner in runners for a in ("-P", f"{runner}=-self-hosted")],
-        "--no-cache-server", "--no-skip-checkout", *gh.local_repositories,
+        # One job at a time: the jobs share one virtualenv (GITML_VENV), as they would on one
+        # self-hosted runner; on GitHub, parallel jobs get a runner each.
+        "--no-cache-server", "--no-skip-checkout", "--concurrent-jobs", "1", *gh.local_repositories,
         *[a for k, v in variables.items() for a in ("--var", f"{k}={v}")],
         # GitHub gives every run a GITHUB_TOKEN (read-only for a fork's pull request).
         *[a for k, v in {"GITHUB_TOKEN": "a-workflow-token", **(secrets or {})}.items() for a in ("-s", f"{k}={v}")],

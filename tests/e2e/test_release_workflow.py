@@ -397,6 +397,35 @@ def test_lineage_traces_each_version_from_git_alone(story: Story) -> None:
     assert "v0.1.0, v0.2.0" in unknown.stderr
 
 
+def test_a_staging_overlay_gto_does_not_match_is_deployed_by_the_next_merge(story: Story) -> None:
+    """A pull request that sets the staging overlay (to try v0.1.0 there again): its merge releases
+    nothing and deploys staging with the version the overlay names; an overlay whose deployment failed
+    before is deployed again by the same rule."""
+    gh = story.gh
+    versions = {t for t in origin_tags(gh) if "@" in t}
+
+    def staging_back_to_v0_1_0(repo: Path) -> None:
+        path = repo / OVERLAY.format("staging")
+        path.write_text(path.read_text().replace("v0.2.0", "v0.1.0"))
+
+    pr = open_pull_request(gh, next(story.numbers), staging_back_to_v0_1_0, "staging: v0.1.0 again")
+    sha = merge(story, pr)
+    run = release(story, sha)
+    assert run.returncode == 0, run.log[-6000:]
+    assert "staging: deploy v0.1.0" in run.log
+    assert job_ran(run, "deploy to staging")
+    # Production is tried again too: its overlay still names v0.2.0, whose deployment failed before;
+    # this time the image serves the right model, and GTO follows.
+    assert "prod: deploy v0.2.0" in run.log
+    assert job_ran(run, "deploy to prod")
+    by_namespace = {deployment(path)["metadata"]["namespace"]: path for path in applied(run)}
+    assert set(by_namespace) == {"gitml-staging", "gitml-prod"}
+    assert_applied_is_the_overlay(gh, by_namespace["gitml-staging"], sha, "staging", "v0.1.0")
+    assert_applied_is_the_overlay(gh, by_namespace["gitml-prod"], sha, "prod", "v0.2.0")
+    assert {t for t in origin_tags(gh) if "@" in t} == versions
+    assert stages(gh) == {"staging": "v0.1.0", "prod": "v0.2.0"}
+
+
 def test_a_merge_whose_outputs_the_remote_lacks_registers_nothing(story: Story) -> None:
     """A pull request whose model never reached the DVC remote (its pipeline never pushed): the
     release pulls, finds it missing and stops, naming the fix; nothing is trained, tagged or deployed."""

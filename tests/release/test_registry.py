@@ -338,6 +338,30 @@ def test_promote_when_the_prod_overlay_names_another_version(released: tuple[Pat
     assert "v0.1.0" in plan.prod_reason
 
 
+def test_a_staging_overlay_gto_does_not_have_there_is_deployed_again(
+    released: tuple[Path, dict[str, Any]], copy_of, tmp_path: Path
+) -> None:
+    """The staging overlay names a version GTO does not have in staging (its deployment failed, or a pull
+    request set it): a merge that releases nothing deploys staging again; once GTO agrees, nothing."""
+    root = copy_of(released[0])
+    set_overlay_version(root, "staging", "v0.2.0")
+    commit(root, "staging runs v0.2.0")
+    out = tmp_path / "github-output"
+    line = ok(root, "release-plan", "--github-output", str(out))
+    got = outputs(out)
+    assert (got["release"], got["redeploy-staging"], got["staging-version"]) == ("false", "true", "v0.2.0")
+    assert "staging: deploy v0.2.0" in line
+    ok(root, "assign", "staging", "v0.2.0")
+    plan = registry.plan_release(root, [])
+    assert (plan.staging.deploy, plan.staging.version) == (False, "v0.2.0")
+    set_overlay_version(root, "staging", "v0.7.0")
+    commit(root, "a version nobody registered")
+    status, text = call(root, "release-plan")
+    assert status == 1
+    assert "staging overlay" in text
+    assert "v0.7.0" in text
+
+
 def test_an_unregistered_prod_version_is_an_error(released: tuple[Path, dict[str, Any]], copy_of) -> None:
     root = copy_of(released[0])
     set_overlay_version(root, "prod", "v0.9.0")

@@ -12,7 +12,7 @@ other version active there, so `gto show` (which orders assignments by time) and
 
 `gitml release-plan` decides what a merge to main does: register the next version when the model
 bundle's md5s in dvc.lock differ from the latest version's (the bump from the pull request's label),
-and deploy prod when its overlay names another version than GTO has there. `gitml assign` sets a stage.
+and deploy a stage when its overlay names another version than GTO has there. `gitml assign` sets a stage.
 
 GTO dates a tag by its tagger time, to the second, and orders one version's events in a stage by that
 time alone: a re-assignment tagged in the same second as the unassignment before it may sort before
@@ -47,6 +47,7 @@ LABEL_PREFIX = "release:"
 # The model bundle's files: a merge releases a version when any of their md5s in dvc.lock changed.
 MODEL_OUTS = tuple(f"models/{name}" for name in (MODEL, PREPROCESS, THRESHOLD, MANIFEST))
 LOCK = "dvc.lock"
+STAGING_STAGE = "staging"
 
 
 def when(date: datetime) -> str:
@@ -309,18 +310,39 @@ def merged_pull_request(pulls: Any, commit: str | None) -> PullRequest:
 
 
 @dataclass(frozen=True)
+class Deployment:
+    """Whether a stage is to be deployed: its overlay names another version than GTO has active there."""
+
+    stage: str
+    deploy: bool
+    version: str  # the version the stage's overlay names
+    reason: str
+
+
+@dataclass(frozen=True)
 class Plan:
-    """What a merge to main does: release a version, and whether production is to be deployed."""
+    """What a merge to main does: release a version, and which stages are to be deployed."""
 
     release: bool
     version: str  # the version to register; "" without a release
     previous: str  # the latest registered version; "" when none
     bump: str
     reason: str
-    promote: bool
-    prod_version: str  # the version the prod overlay names
-    prod_reason: str
+    staging: Deployment  # an overlay naming another version than GTO's (release.yml also deploys each release)
+    prod: Deployment
     pull_request: int | None
+
+    @property
+    def promote(self) -> bool:
+        return self.prod.deploy
+
+    @property
+    def prod_version(self) -> str:
+        return self.prod.version
+
+    @property
+    def prod_reason(self) -> str:
+        return self.prod.reason
 
     def outputs(self) -> dict[str, str]:
         return {
@@ -329,8 +351,10 @@ class Plan:
             "previous": self.previous,
             "bump": self.bump,
             "reason": self.reason,
-            "promote": str(self.promote).lower(),
-            "prod-version": self.prod_version,
+            "promote": str(self.prod.deploy).lower(),
+            "prod-version": self.prod.version,
+            "redeploy-staging": str(self.staging.deploy and not self.release).lower(),
+            "staging-version": self.staging.version,
             "pull-request": "" if self.pull_request is None else str(self.pull_request),
         }
 
@@ -339,44 +363,50 @@ class Plan:
         if self.release:
             start = f"from {self.previous}" if self.previous else "the first version"
             head = f"release model {self.version} ({self.bump} bump, {start}{', ' + pr if pr else ''}): {self.reason}"
+            staging = f"gets {self.version}"
         else:
             head = f"no release{f' ({pr})' if pr else ''}: {self.reason}"
-        return f"release-plan: {head}; prod: {self.prod_reason}"
+            staging = self.staging.reason
+        return f"release-plan: {head}; staging: {staging}; prod: {self.prod.reason}"
 
 
-def prod_promotion(root: Path, registry: Registry) -> tuple[bool, str, str]:
-    """Whether prod is to be deployed (its overlay names another version than GTO has active in prod), the
-    overlay's version, and why. The overlay's NOTHING (v0.0.0, as the template ships) deploys nothing; any
-    other version the registry lacks is an error: only promote.yml's pull requests change it, with a
-    registered version.
+def stage_deployment(root: Path, registry: Registry, stage: str) -> Deployment:
+    """Whether `stage` is to be deployed: its overlay names another version than GTO has active there (a
+    merged promotion or rollback, a revert, or a deployment that failed and left GTO where it was). The
+    overlay's NOTHING (v0.0.0, as the template ships) deploys nothing; any other version the registry lacks
+    is an error: release.yml and promote.yml's pull requests set the overlays to registered versions.
     """
-    wanted = overlay_version(root, PROD_STAGE)
-    in_prod = tuple(a.version for a in registry.in_stage(PROD_STAGE))
-    gto = f"GTO has {', '.join(in_prod)} in prod" if in_prod else "GTO has no version in prod"
+    wanted = overlay_version(root, stage)
+    active = tuple(a.version for a in registry.in_stage(stage))
+    gto = f"GTO has {', '.join(active)} in {stage}" if active else f"GTO has no version in {stage}"
     if wanted == NOTHING:
-        return False, wanted, f"the prod overlay names {NOTHING}: production runs no model yet ({gto})"
-    if in_prod == (wanted,):
-        return False, wanted, f"the overlay names {wanted}, which GTO has in prod; nothing to deploy"
+        return Deployment(
+            stage, False, wanted, f"the {stage} overlay names {NOTHING}: {stage} runs no model yet ({gto})"
+        )
+    if active == (wanted,):
+        return Deployment(
+            stage, False, wanted, f"the overlay names {wanted}, which GTO has in {stage}; nothing to deploy"
+        )
     if registry.find(wanted) is not None:
-        return True, wanted, f"deploy {wanted}, which the overlay names ({gto})"
+        return Deployment(stage, True, wanted, f"deploy {wanted}, which the overlay names ({gto})")
     raise GitmlError(
-        f"the prod overlay ({overlay_file(root, PROD_STAGE).relative_to(root)}) names {wanted}, which is not a "
-        f"registered version; {registry.listing()}. Set it to a registered version with a promotion pull request "
-        "(promote.yml)."
+        f"the {stage} overlay ({overlay_file(root, stage).relative_to(root)}) names {wanted}, which is not a "
+        f"registered version; {registry.listing()}. Set it to a registered version in a pull request "
+        "(promote.yml opens one for prod)."
     )
 
 
 def plan_release(root: Path, labels: Iterable[str], pull_request: int | None = None) -> Plan:
     """What merging HEAD releases: the next version (by the labels' bump) when the model bundle's md5s in dvc.lock
-    differ from the latest registered version's, nothing when they are the same; and whether prod is to be deployed.
+    differ from the latest registered version's, nothing when they are the same; and which stages are to be deployed.
     """
     registry = read_registry(root)
     bump = bump_from_labels(labels)
     change = model_change(root, registry)
     previous = registry.latest.name if registry.latest else ""
     version = next_version(previous or None, bump) if change.changed else ""
-    promote, wanted, prod = prod_promotion(root, registry)
-    return Plan(change.changed, version, previous, bump, change.reason, promote, wanted, prod, pull_request)
+    staging, prod = (stage_deployment(root, registry, stage) for stage in (STAGING_STAGE, PROD_STAGE))
+    return Plan(change.changed, version, previous, bump, change.reason, staging, prod, pull_request)
 
 
 def cmd_release_plan(paths: Paths, args: argparse.Namespace) -> str:
@@ -409,7 +439,8 @@ def _release_plan_arguments(command: argparse.ArgumentParser) -> None:
         "--github-output",
         type=Path,
         metavar="FILE",
-        help="append release, version, previous, bump, reason, promote, prod-version, pull-request ($GITHUB_OUTPUT)",
+        help="append release, version, previous, bump, reason, promote, prod-version, redeploy-staging, "
+        "staging-version, pull-request ($GITHUB_OUTPUT)",
     )
 
 
@@ -431,25 +462,15 @@ def _latest_event(registry: Registry, version: str, stage: str) -> StageEvent | 
 
 
 def push_tags(root: Path, tags: list[str]) -> None:
-    """Push tags to origin the way gto's --push does (one push for all of them)."""
-    from gto.exceptions import GTOException
-    from gto.registry import GitRegistry
-    from scmrepo.exceptions import SCMError
-    from scmrepo.git.backend.base import SyncStatus
-
+    """Push tags to origin in one `git push`: the git command line, so the credentials a workflow gives git
+    (a `http.<server>.extraheader` through GIT_CONFIG_*) apply; a tag origin has elsewhere is refused."""
     refspecs = [f"refs/tags/{tag}:refs/tags/{tag}" for tag in tags]
-    try:
-        with GitRegistry.from_url(str(root)) as reg:
-            result = reg.scm.push_refspecs("origin", refspecs)
-    except (SCMError, GTOException) as exc:
+    done = subprocess.run(["git", "push", "--quiet", "origin", *refspecs], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
         raise GitmlError(
-            f"pushing {', '.join(tags)} to origin failed ({exc}); check the remote and its credentials, then run "
-            "the same `gitml assign` again (it creates no tag twice)."
-        ) from exc
-    diverged = [ref for ref, status in result.items() if status == SyncStatus.DIVERGED]
-    if diverged:
-        raise GitmlError(
-            f"origin has other tags named {', '.join(diverged)}; fetch the tags (`git fetch --tags`) and assign again."
+            f"pushing {', '.join(tags)} to origin failed ({done.stderr.strip()}); if origin has other tags of those "
+            "names, fetch them (`git fetch --tags`) and assign again; else check the remote and its credentials, "
+            "then run the same `gitml assign` again (it creates no tag twice)."
         )
 
 

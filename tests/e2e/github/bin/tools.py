@@ -27,6 +27,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -249,8 +250,8 @@ def kubectl(args: list[str]) -> None:
         out.write(kubeconfig.strip().splitlines()[0] + "\n")
     if args[:1] == ["apply"]:
         rendered = Path(option(args, "-f", "--filename") or "")
-        applied = sorted(RECORD.glob("applied-*.yaml"))
-        shutil.copy2(rendered, RECORD / f"applied-{len(applied) + 1}.yaml")
+        # Named by time: two deploy jobs of one run may apply at once.
+        shutil.copy2(rendered, RECORD / f"applied-{time.time_ns()}-{os.getpid()}.yaml")
         for doc in yaml.safe_load_all(rendered.read_text()):
             meta = doc["metadata"]
             print(f"{doc['kind'].lower()}/{meta['name']} configured")
