@@ -110,6 +110,13 @@ class ServerMetrics:
 
         self._gauges.append(family)
 
+    def constants(self, name: str, documentation: str, label: str, values: dict[str, float]) -> None:
+        """A gauge per value, labelled by its key: figures fixed for the life of the server."""
+        family = GaugeMetricFamily(name, documentation, labels=(label,))
+        for key, value in sorted(values.items()):
+            family.add_metric([key], value)
+        self._gauges.append(lambda: family)
+
     def observe(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         key = (endpoint, method, status)
         children = self._children.get(key)

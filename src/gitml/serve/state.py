@@ -146,6 +146,14 @@ class ServerState:
             counter=True,
         )
         metrics.gauge("gitml_ready", "1 when /ready answers 200.", lambda: float(not self.not_ready()))
+        # What the evaluate stage measured on the test split (the manifest's metrics): what the
+        # alerting rules (deploy/monitoring) hold live accuracy and the decision rate to.
+        metrics.constants(
+            "gitml_model_test_metric",
+            "The served model's test-split metrics, as the evaluate stage recorded them in the bundle's manifest.",
+            "metric",
+            {k: float(v) for k, v in self.model.bundle.manifest.metrics.items()},
+        )
 
     def not_ready(self) -> list[str]:
         """Why the server should not take predictions now; empty when it is ready."""
