@@ -208,6 +208,25 @@ TINY = [
 SAMPLE = {"train": 3000, "val": 1000, "test": 1000}
 
 
+def run_toy_pipeline(repo: Path, root: Path, rows: int, *overrides: str) -> Paths:
+    """The toy dataset through ingest, split, train, export and evaluate in `root` (TINY, then
+    `overrides`): the stages on a schema that is not Adult's. Needs the `toy_key` fixture."""
+    import yaml
+
+    from gitml.cli import main
+    from gitml.config import compose_params
+
+    shutil.copytree(repo / "conf", root / "conf")
+    (root / "conf" / "data" / "toy.yaml").write_text(yaml.safe_dump(toy_config(), sort_keys=False))
+    write_csv(root / "raw" / "toy.csv", toy_rows(rows))
+    paths = Paths(root)
+    toy = ["data=toy", "split.stratify=[churned]", "split.reference_rows=100", "evaluate.min_group_size=20"]
+    compose_params(paths.conf, paths.params, [*TINY, *toy, *overrides])
+    for command in ("ingest", "split", "train", "export", "evaluate"):
+        assert main(["--root", str(root), command]) == 0, command
+    return paths
+
+
 def make_repo(repo: Path, root: Path, overrides: list[str]) -> Paths:
     """conf/ and data/raw from the repository; params.yaml composed with `overrides`; small splits."""
     import pandas as pd

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import re
 import shutil
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
 from gitml.errors import GitmlError
-from gitml.paths import Paths
-from gitml.release import overlay, render
+from gitml.release import render
 from gitml.release.overlay import (
     LABEL,
     overlay_image,
@@ -26,22 +23,10 @@ from gitml.release.overlay import (
     stages,
 )
 from tests.conftest import REPO, run, tool
+from tests.release.conftest import subcommand
 
 STAGES = ["prod", "staging"]
 NEW = "v3.14.15"
-
-
-def call(module: ModuleType, root: Path, *argv: str) -> str:
-    """A subcommand of `module` (its COMMANDS, parsed as gitml's parser does), run on `root`."""
-    parser = argparse.ArgumentParser(prog="gitml")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text, add_arguments) in module.COMMANDS.items():
-        command = sub.add_parser(name, help=help_text)
-        if add_arguments is not None:
-            add_arguments(command)
-    args = parser.parse_args(argv)
-    handler = module.COMMANDS[args.command][0]
-    return str(handler(Paths(root), args))
 
 
 @pytest.fixture
@@ -71,8 +56,8 @@ def test_the_real_overlays_name_one_version_and_the_image(stage: str) -> None:
     assert parse_version(tag)
     data = yaml.safe_load(kustomization(REPO, stage).read_text())
     assert overlay_image(REPO, stage) == data["images"][0]["newName"]
-    assert call(overlay, REPO, "overlay", stage) == tag
-    assert call(overlay, REPO, "overlay", stage, "--image") == data["images"][0]["newName"]
+    assert subcommand(REPO, "overlay", stage) == tag
+    assert subcommand(REPO, "overlay", stage, "--image") == data["images"][0]["newName"]
     assert stages(REPO) == STAGES
 
 
@@ -80,7 +65,7 @@ def test_the_real_overlays_name_one_version_and_the_image(stage: str) -> None:
 def test_set_changes_the_two_lines_and_keeps_everything_else(root: Path, stage: str, tmp_path: Path) -> None:
     before = kustomization(root, stage).read_text()
     old = overlay_version(root, stage)
-    message = call(overlay, root, "overlay", stage, "--set", NEW)
+    message = subcommand(root, "overlay", stage, "--set", NEW)
     assert message.startswith(f"overlay {stage}: {old} -> {NEW}")
     after = kustomization(root, stage).read_text()
     assert parsed(root, stage) == (NEW, [NEW])
@@ -102,7 +87,7 @@ def test_set_changes_the_two_lines_and_keeps_everything_else(root: Path, stage: 
     # Setting it back restores the file byte for byte.
     assert set_overlay_version(root, stage, old) == NEW
     assert kustomization(root, stage).read_text() == before
-    assert call(overlay, root, "overlay", stage, "--set", old) == (
+    assert subcommand(root, "overlay", stage, "--set", old) == (
         f"overlay {stage}: already {old} ({kustomization(root, stage)})"
     )
 
@@ -113,7 +98,7 @@ def test_a_set_overlay_renders_and_validates_strictly(root: Path, stage: str, tm
     set_overlay_version(root, stage, NEW)
     out, outputs = tmp_path / "out" / f"{stage}.yaml", tmp_path / "github-output"
     outputs.write_text("earlier=kept\n")
-    message = call(render, root, "render", stage, "--version", NEW, "--out", str(out), "--github-output", str(outputs))
+    message = subcommand(root, "render", stage, "--version", NEW, "--out", str(out), "--github-output", str(outputs))
     # The file is kubectl's output unchanged.
     kubectl = run(tool("kubectl"), "kustomize", f"deploy/k8s/overlays/{stage}", cwd=root)
     assert kubectl.returncode == 0, kubectl.stderr
@@ -201,7 +186,7 @@ def test_render_refuses_a_version_the_overlay_does_not_name(root: Path, tmp_path
     current = overlay_version(root, "prod")
     out = tmp_path / "prod.yaml"
     with pytest.raises(GitmlError) as caught:
-        call(render, root, "render", "prod", "--version", NEW, "--out", str(out))
+        subcommand(root, "render", "prod", "--version", NEW, "--out", str(out))
     assert str(caught.value) == (
         f"the prod overlay (deploy/k8s/overlays/prod/kustomization.yaml) names {current}; to deploy {NEW}, "
         "the overlay must name it: open a pull request that sets it (promote.yml opens one). What runs is what "

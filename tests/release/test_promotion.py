@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import urllib.request
@@ -17,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from gitml.errors import GitmlError
 from gitml.outputs import GateFile
 from gitml.paths import Paths
-from gitml.release import promotion
 from gitml.release.overlay import overlay_version, set_overlay_version
 from gitml.release.promotion import live_figures, parse_exposition, quantile, read_live_figures
 from tests.conftest import REPO, Trained, copy_repo
+from tests.release.conftest import subcommand
 from tests.serve.conftest import GIT_SHA, MODEL_VERSION, Server, request_records
 
 CARD = "# Model card: a test model (commit 0123456)\n\nWhat the card says about the model.\n"
@@ -133,18 +132,6 @@ def files(tmp_path: Path, scrape: Scrape) -> Files:
     return made
 
 
-def call(root: Path, argv: list[str]) -> str:
-    """`gitml promotion ...` through the module's COMMANDS, parsed as gitml's parser does."""
-    parser = argparse.ArgumentParser(prog="gitml")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text, add_arguments) in promotion.COMMANDS.items():
-        command = sub.add_parser(name, help=help_text)
-        if add_arguments is not None:
-            add_arguments(command)
-    args = parser.parse_args(argv)
-    return str(promotion.COMMANDS[args.command][0](Paths(root), args))
-
-
 def test_the_scrape_is_read_as_prometheus_reads_it(scrape: Scrape) -> None:
     ours = parse_exposition(scrape.text, "scrape")
     theirs = [s for family in text_string_to_metric_families(scrape.text) for s in family.samples]
@@ -167,7 +154,7 @@ def test_the_scrape_is_read_as_prometheus_reads_it(scrape: Scrape) -> None:
 def test_a_promotion_writes_the_body_sets_prod_and_prints_the_title(root: Path, files: Files, scrape: Scrape) -> None:
     prod = root / "deploy" / "k8s" / "overlays" / "prod" / "kustomization.yaml"
     comments = [line for line in prod.read_text().splitlines() if line.startswith("#")]
-    title = call(root, files.argv("v0.2.0"))
+    title = subcommand(root, *files.argv("v0.2.0"))
     assert title == "Promote model v0.2.0 to production (from v0.1.0)"
     assert overlay_version(root, "prod") == "v0.2.0"
     assert [line for line in prod.read_text().splitlines() if line.startswith("#")] == comments
@@ -201,7 +188,7 @@ def test_a_promotion_writes_the_body_sets_prod_and_prints_the_title(root: Path, 
 
 def test_an_older_version_is_a_rollback(root: Path, files: Files) -> None:
     set_overlay_version(root, "prod", "v0.10.0")  # semver order, not string order: v0.2.0 < v0.10.0
-    title = call(root, files.argv("v0.2.0"))
+    title = subcommand(root, *files.argv("v0.2.0"))
     assert title == "Roll back production to model v0.2.0 (from v0.10.0)"
     body = files.out.read_text()
     assert body.startswith(f"## {title}\n\n**This is a rollback.** Production runs **v0.10.0** now")
@@ -215,16 +202,16 @@ def test_the_version_production_runs_is_refused_and_nothing_changes(root: Path, 
     with pytest.raises(
         GitmlError, match=r"production already runs v0\.1\.0 \(deploy/k8s/overlays/prod/kustomization\.yaml\)"
     ):
-        call(root, files.argv("v0.1.0"))
+        subcommand(root, *files.argv("v0.1.0"))
     with pytest.raises(GitmlError, match="not a model version"):
-        call(root, files.argv("0.3.0"))
+        subcommand(root, *files.argv("0.3.0"))
     files.gate.unlink()
     with pytest.raises(GitmlError, match=r"gate\.json: not found"):
-        call(root, files.argv("v0.3.0"))
+        subcommand(root, *files.argv("v0.3.0"))
     files.gate.write_text(json.dumps(gate()))
     files.card.unlink()
     with pytest.raises(GitmlError, match=r"model_card\.md: not found; pass the release's model card"):
-        call(root, files.argv("v0.3.0"))
+        subcommand(root, *files.argv("v0.3.0"))
     assert prod.read_text() == before
     assert not files.out.exists()
 
@@ -232,7 +219,7 @@ def test_the_version_production_runs_is_refused_and_nothing_changes(root: Path, 
 def test_no_scrape_says_so_and_a_failed_gate_is_flagged(root: Path, files: Files) -> None:
     files.metrics.unlink()
     files.gate.write_text(json.dumps(gate("fail")))
-    assert call(root, files.argv("v0.3.0")) == "Promote model v0.3.0 to production (from v0.1.0)"
+    assert subcommand(root, *files.argv("v0.3.0")) == "Promote model v0.3.0 to production (from v0.1.0)"
     body = files.out.read_text()
     assert "No live figures: metrics.txt is missing or empty" in body
     assert "| Requests served" not in body
@@ -242,7 +229,7 @@ def test_no_scrape_says_so_and_a_failed_gate_is_flagged(root: Path, files: Files
     assert "Staging runs v0.2.0, not v0.3.0: the live figures below are not this version's." in body
     files.metrics.write_text("\n")
     set_overlay_version(root, "prod", "v0.1.0")
-    call(root, files.argv("v0.3.0"))
+    subcommand(root, *files.argv("v0.3.0"))
     assert "No live figures" in files.out.read_text()
 
 
@@ -277,7 +264,7 @@ def test_quantiles_interpolate_within_buckets() -> None:
 
 def test_a_huge_card_is_cut_to_fit_a_pull_request(root: Path, files: Files) -> None:
     files.card.write_text("# Model card\n" + "a line of the card\n" * 10_000)
-    call(root, files.argv("v0.3.0"))
+    subcommand(root, *files.argv("v0.3.0"))
     body = files.out.read_text()
     assert len(body) < 65_536
     assert "characters; the release has it whole.)*" in body
@@ -288,8 +275,8 @@ def test_the_first_promotion_says_production_runs_no_model(root: Path, files: Fi
     set_overlay_version(root, "prod", "v0.0.0")  # what the overlays name before any release
     set_overlay_version(root, "staging", "v0.0.0")
     with pytest.raises(GitmlError, match=r"v0\.0\.0 stands for no model"):
-        call(root, files.argv("v0.0.0"))
-    assert call(root, files.argv("v0.1.0")) == "Promote model v0.1.0 to production (from v0.0.0)"
+        subcommand(root, *files.argv("v0.0.0"))
+    assert subcommand(root, *files.argv("v0.1.0")) == "Promote model v0.1.0 to production (from v0.0.0)"
     body = files.out.read_text()
     assert "Production runs no model yet (deploy/k8s/overlays/prod/kustomization.yaml names v0.0.0)" in body
     assert "deprecates" not in body

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -13,9 +12,9 @@ import pytest
 
 from gitml.errors import GitmlError
 from gitml.paths import Paths
-from gitml.release import smoke
 from gitml.release.smoke import read_probe
 from tests.conftest import Trained, copy_repo, git
+from tests.release.conftest import subcommand
 from tests.serve.conftest import GIT_SHA, MODEL_VERSION, Server, free_port
 
 pytestmark = pytest.mark.slow
@@ -36,18 +35,6 @@ def server(bundle: Paths, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         running.stop()
 
 
-def call(root: Path, *argv: str) -> str:
-    """`gitml smoke ...` through the module's COMMANDS, parsed as gitml's parser does."""
-    parser = argparse.ArgumentParser(prog="gitml")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, (_, help_text, add_arguments) in smoke.COMMANDS.items():
-        command = sub.add_parser(name, help=help_text)
-        if add_arguments is not None:
-            add_arguments(command)
-    args = parser.parse_args(argv)
-    return str(smoke.COMMANDS[args.command][0](Paths(root), args))
-
-
 def manifest_copy(bundle: Paths, tmp_path: Path, **probe: object) -> Path:
     """A copy of the bundle's manifest.json with keys of its probe replaced."""
     data = json.loads(bundle.manifest.read_text())
@@ -60,7 +47,7 @@ def manifest_copy(bundle: Paths, tmp_path: Path, **probe: object) -> Path:
 def test_the_deployed_server_passes(server: Server, bundle: Paths, capsys: pytest.CaptureFixture[str]) -> None:
     probe = read_probe(bundle.manifest)
     assert 0 <= probe.score <= 1
-    message = call(
+    message = subcommand(
         bundle.root, "smoke", server.url + "/", "--version", MODEL_VERSION, "--manifest", str(bundle.manifest)
     )
     assert message == f"smoke: {server.url}/ serves {MODEL_VERSION}: 3 checks passed"
@@ -85,15 +72,15 @@ def test_the_probe_is_read_from_the_version_tag(
     git(repo, "commit", "--quiet", "-m", "model")
     git(repo, "tag", "-a", f"model@{MODEL_VERSION}", "-m", f"model {MODEL_VERSION}")
     (repo / "models" / "manifest.json").write_text("{}")  # the working tree is not what is read
-    assert call(repo, "smoke", server.url, "--version", MODEL_VERSION).endswith("3 checks passed")
+    assert subcommand(repo, "smoke", server.url, "--version", MODEL_VERSION).endswith("3 checks passed")
     assert len(capsys.readouterr().out.splitlines()) == 3
     with pytest.raises(GitmlError, match=r"cannot read models/manifest.json at model@v9\.9\.9 .*--manifest FILE"):
-        call(repo, "smoke", server.url, "--version", "v9.9.9")
+        subcommand(repo, "smoke", server.url, "--version", "v9.9.9")
 
 
 def test_another_version_fails_naming_both(server: Server, bundle: Paths) -> None:
     with pytest.raises(GitmlError) as caught:
-        call(bundle.root, "smoke", server.url, "--version", "v1.4.3", "--manifest", str(bundle.manifest))
+        subcommand(bundle.root, "smoke", server.url, "--version", "v1.4.3", "--manifest", str(bundle.manifest))
     assert f"{server.url}/version: expected model_version v1.4.3, got '{MODEL_VERSION}'" in str(caught.value)
 
 
@@ -102,13 +89,13 @@ def test_a_different_probe_score_fails_naming_both_scores(server: Server, bundle
     recorded = served - 0.01 if served > 0.5 else served + 0.01
     manifest = manifest_copy(bundle, tmp_path, score=recorded)
     with pytest.raises(GitmlError) as caught:
-        call(bundle.root, "smoke", server.url, "--version", MODEL_VERSION, "--manifest", str(manifest))
+        subcommand(bundle.root, "smoke", server.url, "--version", MODEL_VERSION, "--manifest", str(manifest))
     message = str(caught.value)
     assert message.startswith(f"{server.url}/predict: the probe record scored {served:.9f}, expected {recorded:.9f}")
     assert "difference 0.01 > 1e-06" in message
     # Within the tolerance it passes.
     close = manifest_copy(bundle, tmp_path, score=served + 4e-7)
-    assert call(bundle.root, "smoke", server.url, "--version", MODEL_VERSION, "--manifest", str(close)).endswith(
+    assert subcommand(bundle.root, "smoke", server.url, "--version", MODEL_VERSION, "--manifest", str(close)).endswith(
         "3 checks passed"
     )
 
@@ -119,14 +106,14 @@ def test_a_probe_record_the_server_refuses_fails_with_its_answer(server: Server,
     with pytest.raises(
         GitmlError, match=rf"{server.url}/predict: expected 200 with a score .* got HTTP 422: .*not_a_column"
     ):
-        call(bundle.root, "smoke", server.url, "--version", MODEL_VERSION, "--manifest", str(manifest))
+        subcommand(bundle.root, "smoke", server.url, "--version", MODEL_VERSION, "--manifest", str(manifest))
 
 
 def test_a_server_that_is_not_up_fails_after_the_timeout_naming_ready(bundle: Paths) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     started = time.monotonic()
     with pytest.raises(GitmlError) as caught:
-        call(
+        subcommand(
             bundle.root,
             "smoke",
             url,
@@ -149,11 +136,13 @@ def test_a_server_that_is_not_up_fails_after_the_timeout_naming_ready(bundle: Pa
 
 def test_bad_arguments_are_refused(bundle: Paths, tmp_path: Path) -> None:
     with pytest.raises(GitmlError, match="not a model version"):
-        call(bundle.root, "smoke", "http://127.0.0.1:1", "--version", "1.4.2", "--manifest", str(bundle.manifest))
+        subcommand(bundle.root, "smoke", "http://127.0.0.1:1", "--version", "1.4.2", "--manifest", str(bundle.manifest))
     with pytest.raises(GitmlError, match="is not an http"):
-        call(bundle.root, "smoke", "127.0.0.1:8000", "--version", MODEL_VERSION, "--manifest", str(bundle.manifest))
+        subcommand(
+            bundle.root, "smoke", "127.0.0.1:8000", "--version", MODEL_VERSION, "--manifest", str(bundle.manifest)
+        )
     with pytest.raises(GitmlError, match=r"manifest\.json: not found; pass the model bundle's manifest\.json"):
-        call(
+        subcommand(
             bundle.root,
             "smoke",
             "http://127.0.0.1:1",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +12,11 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 from fastapi import FastAPI
 from pydantic import TypeAdapter
 
 from gitml import bundle
 from gitml.bundle import runtime
-from gitml.cli import main
-from gitml.config import compose_params
 from gitml.data.features import frame_columns
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
@@ -28,7 +24,7 @@ from gitml.evaluate.probe import probe, probe_record, request_fields, typical_va
 from gitml.paths import Paths
 from gitml.serve.app import create_app
 from gitml.serve.requests import Anonymizer, record_type, request_columns
-from tests.conftest import TINY, Trained, params_section, toy_config, toy_rows, write_csv
+from tests.conftest import Trained, params_section, run_toy_pipeline, toy_config
 
 
 def assert_servable(schema: DatasetSchema, record: dict[str, Any]) -> None:
@@ -128,14 +124,7 @@ async def post(app: FastAPI, path: str, body: Any) -> httpx.Response:
 @pytest.mark.usefixtures("toy_key")
 def test_another_datasets_probe_comes_back_from_its_server_with_its_score(repo: Path, tmp_path: Path) -> None:
     """The toy schema: a pseudonymised identifier (no field), a generalised category, a top-coded number."""
-    shutil.copytree(repo / "conf", tmp_path / "conf")
-    (tmp_path / "conf" / "data" / "toy.yaml").write_text(yaml.safe_dump(toy_config(), sort_keys=False))
-    write_csv(tmp_path / "raw" / "toy.csv", toy_rows(600))
-    paths = Paths(tmp_path)
-    overrides = ["data=toy", "split.stratify=[churned]", "split.reference_rows=100", "evaluate.min_group_size=20"]
-    compose_params(paths.conf, paths.params, [*TINY, "trainer.max_epochs=1", *overrides])
-    for command in ("ingest", "split", "train", "export", "evaluate"):
-        assert main(["--root", str(tmp_path), command]) == 0, command
+    paths = run_toy_pipeline(repo, tmp_path, 600, "trainer.max_epochs=1")
     recorded = bundle.Manifest.read(paths.manifest).probe
     schema = DatasetSchema.from_config(toy_config())
     assert_servable(schema, recorded.record)

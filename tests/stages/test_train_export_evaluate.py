@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import onnx
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from gitml.bundle.runtime import onnx_scores
 from gitml.cli import main
@@ -25,7 +23,12 @@ from gitml.evaluate.threshold import choose_threshold
 from gitml.model.lightning import TabularClassifier
 from gitml.paths import Paths
 from gitml.stages import export, train
-from tests.conftest import TINY, Trained, copy_repo, toy_config, toy_rows, train_export_evaluate, write_csv
+from tests.conftest import (
+    Trained,
+    copy_repo,
+    run_toy_pipeline,
+    train_export_evaluate,
+)
 
 Fresh = Callable[..., Paths]
 
@@ -220,14 +223,7 @@ def test_export_says_which_stage_to_run_first(fresh_copy: Fresh, capsys: pytest.
 @pytest.mark.usefixtures("toy_key")
 def test_another_dataset_runs_end_to_end(repo: Path, tmp_path: Path) -> None:
     """Nothing in training or evaluation names an Adult column: the toy schema runs through the same stages."""
-    shutil.copytree(repo / "conf", tmp_path / "conf")
-    (tmp_path / "conf" / "data" / "toy.yaml").write_text(yaml.safe_dump(toy_config(), sort_keys=False))
-    write_csv(tmp_path / "raw" / "toy.csv", toy_rows(900))
-    paths = Paths(tmp_path)
-    overrides = ["data=toy", "split.stratify=[churned]", "split.reference_rows=100", "evaluate.min_group_size=20"]
-    compose_params(paths.conf, paths.params, [*TINY, *overrides])
-    for command in ("ingest", "split", "train", "export", "evaluate"):
-        assert main(["--root", str(tmp_path), command]) == 0, command
+    paths = run_toy_pipeline(repo, tmp_path, 900)
     spec = PreprocessSpec.load(paths.preprocess)
     assert spec.input_columns == ("age", "city", "balance", "segment")  # the identifier never is an input
     groups = json.loads(paths.fairness.read_text())
