@@ -18,12 +18,10 @@ import yaml
 
 from gitml.baseline import git_output, parse_json
 from gitml.errors import GitmlError
-from gitml.evaluate.measures import HEADLINE, label
 from gitml.paths import Paths
 from gitml.release.notes import COMMIT as COMMIT_TRAILER
 from gitml.release.notes import GATE_PART, IMAGE, PULL_REQUEST, VERDICT, manifest_data, number
 from gitml.release.registry import Registry, Version, read_registry, version_argument, when
-from gitml.summary import FAIRNESS_SHOWN
 
 Handler = Callable[[Paths, argparse.Namespace], str]
 
@@ -113,6 +111,9 @@ def _stage_rows(registry: Registry, version: Version) -> tuple[list[str], list[s
 
 def lineage(root: Path, name: str) -> str:
     """The lineage of a registered version, as aligned sections for people."""
+    from gitml.evaluate.measures import HEADLINE, label  # NumPy: not at `gitml` start-up
+    from gitml.summary import FAIRNESS_SHOWN
+
     registry = read_registry(root)
     version = registry.get(name)
     if git_output(root, "cat-file", "-e", f"{version.commit}^{{commit}}") is None:

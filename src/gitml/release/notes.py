@@ -24,12 +24,10 @@ from typing import Any
 
 from gitml.baseline import ARTIFACT, head_commit
 from gitml.errors import GitmlError
-from gitml.evaluate.measures import FAIRNESS, HEADLINE
 from gitml.outputs import GATE, METRICS, json_object, read_json
 from gitml.paths import Paths
 from gitml.release.overlay import parse_version
 from gitml.release.registry import BUMPS
-from gitml.summary import HEADLINE_SHOWN
 
 Handler = Callable[[Paths, argparse.Namespace], str]
 
@@ -69,6 +67,8 @@ class Release:
         return self.checks - self.failed
 
     def subject(self) -> str:
+        from gitml.summary import HEADLINE_SHOWN  # NumPy, through the measures: not at `gitml` start-up
+
         metrics = ", ".join(f"{name} {number(self.test.get(name))}" for name in HEADLINE_SHOWN if name in self.test)
         gate = f"gate {self.verdict} ({self.passed} of {self.checks} checks)"
         return f"{ARTIFACT} {self.version}: {gate}" + (f"; {metrics}" if metrics else "")
@@ -98,6 +98,8 @@ class Release:
         return "\n".join([self.subject(), "", *human, "", *trailers]) + "\n"
 
     def notes(self) -> str:
+        from gitml.evaluate.measures import FAIRNESS, HEADLINE  # NumPy: not at `gitml` start-up
+
         lines = [
             f"## {ARTIFACT} {self.version}",
             "",

@@ -19,12 +19,14 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gitml.bundle import Manifest, Probe
 from gitml.errors import GitmlError
 from gitml.paths import Paths
 from gitml.release.overlay import parse_version
+
+if TYPE_CHECKING:
+    from gitml.bundle import Probe
 
 Handler = Callable[[Paths, argparse.Namespace], str]
 
@@ -37,6 +39,8 @@ MANIFEST = "models/manifest.json"
 
 def parse_probe(manifest: Any, where: str) -> Probe:
     """The probe of a parsed manifest.json, which is checked whole as every reader of the bundle checks it."""
+    from gitml.bundle import Manifest  # NumPy: not at `gitml` start-up
+
     return Manifest.parse(manifest, where).probe
 
 
