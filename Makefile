@@ -44,12 +44,12 @@ $(VENV)/.stamp-pipeline: $(LOCK) pyproject.toml | $(BIN)/python
 	@touch $@ $(VENV)/.stamp-release && $(RECORD_CHECKOUT)
 
 $(VENV)/.stamp-serve: $(LOCK) pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e '.[serve]'
+	$(PIP_INSTALL) -e '.[serve,logs]'
 	@touch $@ && $(RECORD_CHECKOUT)
 
 # The dev environment is every extra: mypy checks benchmarks/bento_service.py against BentoML too.
 $(VENV)/.stamp-dev: $(LOCK) pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e '.[pipeline,serve,release,dev,bench]'
+	$(PIP_INSTALL) -e '.[pipeline,serve,release,dev,bench,logs]'
 	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve $(VENV)/.stamp-release $(VENV)/.stamp-bench && $(RECORD_CHECKOUT)
 
 # gitml and GTO only: what the deploy and promote workflows need to render, smoke-test and record.
@@ -58,7 +58,7 @@ $(VENV)/.stamp-release: $(LOCK) pyproject.toml | $(BIN)/python
 	@touch $@ && $(RECORD_CHECKOUT)
 
 $(VENV)/.stamp-bench: $(LOCK) pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e '.[pipeline,serve,bench]'
+	$(PIP_INSTALL) -e '.[pipeline,serve,bench,logs]'
 	@touch $@ $(VENV)/.stamp-pipeline $(VENV)/.stamp-serve $(VENV)/.stamp-release && $(RECORD_CHECKOUT)
 
 install: $(VENV)/.stamp-pipeline  ## install the pipeline's environment from the lock (the pipeline workflow's first step)

@@ -23,7 +23,7 @@ if [ "${KEEP:-}" = 1 ]; then
 fi
 # pip is locked too: make installs it first, so every machine resolves with the same pip.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "${keep[@]}" pip
-"$venv/bin/pip" install --quiet "${keep[@]}" -e '.[pipeline,serve,release,dev,bench]'
+"$venv/bin/pip" install --quiet "${keep[@]}" -e '.[pipeline,serve,release,dev,bench,logs]'
 "$venv/bin/python" - <<'EOF'
 import sys
 import tomllib

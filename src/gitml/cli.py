@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from gitml.errors import GitmlError
+from gitml.errors import ExitStatus, GitmlError
 from gitml.paths import Paths
 from gitml.stages import DVC_STAGES, STAGES, Stage
 
@@ -166,7 +166,17 @@ def release_commands() -> dict[str, tuple[Handler, str, Callable[[argparse.Argum
     }  # fmt: skip
 
 
+def monitor_commands() -> dict[str, tuple[Handler, str, Callable[[argparse.ArgumentParser], None] | None]]:
+    """Monitoring: shipping the logs (gitml.logs), the drift check, the traffic simulator and
+    the retraining data (gitml.monitor)."""
+    from gitml.logs import ship
+    from gitml.monitor import collect, command, simulate
+
+    return {**ship.COMMANDS, **command.COMMANDS, **simulate.COMMANDS, **collect.COMMANDS}
+
+
 COMMANDS.update(release_commands())
+COMMANDS.update(monitor_commands())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,9 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GateFailedError as exc:
         print(exc, file=sys.stderr)
         return 1
+    except ExitStatus as exc:  # a finding, not a failure: the report goes to stdout
+        print(exc.text, flush=True)
+        return exc.status
     except GitmlError as exc:
         print(f"gitml {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "status", 1)
     except KeyboardInterrupt:
         status = "interrupted"
         return 130

@@ -246,14 +246,15 @@ def test_the_image_holds_exactly_the_files_the_server_reads() -> None:
     assert "models/model.ckpt" in dvc_outs(), "the checkpoint moved: check that the image still leaves it out"
 
 
-def test_the_builder_installs_the_serve_extra_only() -> None:
+def test_the_builder_installs_the_serve_and_logs_extras_only() -> None:
     installs = [
         (stage, args) for stage in stages() for args in stage.args_of("RUN") if re.search(r"\bpip3? install\b", args)
     ]
     assert len(installs) == 1, installs
     stage, line = installs[0]
     assert stage is not final_stage(), "install in a builder stage; the final stage copies the venv"
-    assert re.search(r"""(?<![\w-])['"]?\.\[serve\]['"]?(?!\S)""", line), line
+    # The server, and its log shipper (`gitml ship-logs`, the same image in a sidecar).
+    assert re.search(r"""(?<![\w-])['"]?\.\[serve,logs\]['"]?(?!\S)""", line), line
     assert "-c requirements/lock.txt" in line or "--constraint requirements/lock.txt" in line, line
     assert "--no-cache-dir" in line, line
     for forbidden in ("pipeline", "torch", "dev]", " -e ", "--editable"):
@@ -554,8 +555,44 @@ def test_the_pod_leaves_the_endpoints_before_it_drains(overlay: str) -> None:
     pause = server(overlay)["lifecycle"]["preStop"]["exec"]["command"]
     assert pause[0] == "sleep", pause
     grace = pod_spec(overlay)["terminationGracePeriodSeconds"]
-    # After the pause: uvicorn's 20 s for in-flight requests (gitml serve), then the log's flush.
-    assert grace >= int(pause[1]) + 20 + 10, f"{grace} s leaves the prediction log no time to flush"
+    # After the pause: uvicorn's 20 s for in-flight requests (gitml serve), then the log's flush,
+    # then the log shipper's last round (stopped after the server, within the same grace period).
+    assert grace >= int(pause[1]) + 20 + 10 + 20, f"{grace} s leaves the prediction log no time to flush and ship"
+
+
+def shipper(overlay: str) -> dict[str, Any]:
+    [sidecar] = [c for c in pod_spec(overlay).get("initContainers", []) if c["name"] == "log-shipper"]
+    assert isinstance(sidecar, dict)
+    return sidecar
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_log_shipper_is_a_native_sidecar_on_the_servers_log_volume(overlay: str) -> None:
+    """Started before the server and stopped after it (an init container that restarts Always), it
+    ships the files the server closed on SIGTERM; same image, its own command."""
+    sidecar, container = shipper(overlay), server(overlay)
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["image"] == container["image"], "one image: the model's version, the shipper's code"
+    assert sidecar.get("command", ["gitml"]) == ["gitml"]
+    args = sidecar["args"]
+    assert args[0] == "ship-logs"
+    assert option(args, "--log-dir") == option(server_command(), "--log-dir")
+    assert float(option(args, "--watch")) > 0
+    assert "--to" not in args  # the URL comes from the environment, so a Secret or an overlay can set it
+    env = {e["name"]: e for e in sidecar["env"]}
+    assert env["GITML_LOG_STORAGE"]["value"].startswith(("s3://", "gs://"))
+    assert env["GITML_LOG_STORAGE"]["value"].endswith("/$(POD_NAMESPACE)")  # staging and prod apart
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert sidecar["envFrom"] == [{"secretRef": {"name": "gitml-log-storage", "optional": True}}]
+    mounts = {m["mountPath"]: m for m in sidecar["volumeMounts"]}
+    server_mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    log_dir = option(args, "--log-dir")
+    assert mounts[log_dir]["name"] == server_mounts[log_dir]["name"]
+    assert not mounts[log_dir].get("readOnly", False), "the shipper removes each file it has shipped"
+    assert sidecar["securityContext"] == container["securityContext"]
+    assert sidecar["resources"]["limits"]["memory"] == sidecar["resources"]["requests"]["memory"]
+    assert {p.get("protocol", "TCP") for p in sidecar.get("ports", [])} <= {"TCP"}
 
 
 @pytest.mark.slow
@@ -602,6 +639,11 @@ def test_the_autoscaler_budget_service_and_policy_find_the_pods(overlay: str) ->
     policy = one(overlay, "NetworkPolicy")
     assert selects(policy["spec"]["podSelector"]["matchLabels"], labels)
     assert [p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]] == ["http"]
+    # Out: DNS, and HTTPS to the object store the log shipper writes to; nothing else.
+    assert sorted((p["port"], p["protocol"]) for rule in policy["spec"]["egress"] for p in rule["ports"]) == [
+        (53, "TCP"), (53, "UDP"), (443, "TCP"),
+    ]  # fmt: skip
+    assert "Egress" in policy["spec"]["policyTypes"]
     for spread in pod_spec(overlay)["topologySpreadConstraints"]:
         assert selects(spread["labelSelector"]["matchLabels"], labels)
     namespaces = {doc["metadata"].get("namespace") for doc in manifests(overlay)}

@@ -4,11 +4,13 @@ GitHub is the outer boundary the workflow tests cannot reach, so it has stand-in
 its git server is a local bare repository that `https://github.com/gitml-test/gitml.git` is
 mapped to (git's url.insteadOf, in the runner's HOME); checkout, setup-python, setup-cml and
 upload-artifact are local actions put in place of the pinned ones (`act --local-repository`);
-`cml` is a recorder of the comment it would post; `gh`, `docker` and `kubectl` stand in for
-GitHub's API, an image registry and a cluster. Everything else runs for real, as on a runner:
+`cml` is a recorder of the comment it would post (and of the pull request `cml pr create` opens,
+after CML's own git steps); `gh`, `docker` and `kubectl` stand in for GitHub's API, an image
+registry and a cluster. Everything else runs for real, as on a runner:
 act (host mode) reads the workflow files unchanged, `make install` installs from the lock, DVC
 pulls from and pushes to a folder remote, the pipeline, `gitml gate`, `gitml report`, GTO.
-Used by tests/e2e/test_pr_workflow.py, tests/e2e/test_release_workflow.py and benchmarks/pr_workflow.py.
+Used by tests/e2e/test_pr_workflow.py, tests/e2e/test_release_workflow.py,
+tests/e2e/test_drift_workflow.py and benchmarks/pr_workflow.py.
 """
 
 from __future__ import annotations

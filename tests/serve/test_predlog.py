@@ -9,6 +9,8 @@ import random
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,7 @@ from gitml.serve.config import LogConfig, ServeConfig
 from gitml.serve.predlog import (
     FEEDBACK,
     PREDICTIONS,
+    REJECTIONS,
     Clock,
     PredictionLog,
     labelled,
@@ -128,7 +131,12 @@ def test_close_writes_everything_still_queued_in_order_and_fsyncs(
     assert numbers(directory, FEEDBACK) == list(range(0, 20_000, 100))
     assert log.pending == 0
     assert log.lines_written == 20_200
-    assert sorted(synced) == sorted(str(p) for s in (PREDICTIONS, FEEDBACK) for p in log_files(directory, s))
+    files = sorted(str(p) for s in (PREDICTIONS, FEEDBACK) for p in log_files(directory, s))
+    assert files
+    assert not [f for f in files if not f.endswith(".jsonl")]  # closed: renamed from .jsonl.open
+    # Each file fsynced while it was written (.open), then the directory, so that the renames last too.
+    assert sorted(p for p in synced if p != str(directory)) == [f"{f}.open" for f in files]
+    assert str(directory) in synced
     assert not healthy(log)  # stopped
 
 
@@ -240,8 +248,128 @@ def test_an_idle_stream_closes_its_file_once_it_is_old(open_log: Callable[..., P
         fds = Path("/proc/self/fd")
         return any(os.path.realpath(fd) == str(path) for fd in fds.iterdir() if fd.is_symlink())
 
-    wait_for(lambda: not open_here())  # closed (and fsynced) with no further writes, so it can be shipped
+    closed = path.with_name(path.name.removesuffix(".open"))
+    # Closed (fsynced, and renamed from .jsonl.open) with no further writes, so it can be shipped.
+    wait_for(lambda: not open_here() and log_files(tmp_path / "log", PREDICTIONS) == [closed])
+    assert numbers(tmp_path / "log") == [0]
     assert healthy(log)
+
+
+def test_a_file_is_written_as_open_and_renamed_when_it_closes(
+    open_log: Callable[..., PredictionLog], tmp_path: Path
+) -> None:
+    directory = tmp_path / "log"
+    log = open_log()
+    log.append(PREDICTIONS, line(0))
+    log.append(REJECTIONS, line(1))
+    wait_for(lambda: log.lines_written == 2)
+    names = sorted(p.name for p in directory.iterdir())
+    assert [n.split("-")[0] for n in names] == [PREDICTIONS, REJECTIONS]
+    assert all(n.endswith(".jsonl.open") for n in names), names  # a shipper copies .jsonl only
+    assert numbers(directory) == [0]  # readers read the open files too
+    assert numbers(directory, REJECTIONS) == [1]
+    log.close()
+    assert sorted(p.name for p in directory.iterdir()) == [n.removesuffix(".open") for n in names]
+    assert numbers(directory) == [0]
+
+
+def test_a_file_closed_between_listing_and_reading_is_read_under_its_closed_name(tmp_path: Path) -> None:
+    path = write_file(tmp_path, PREDICTIONS, "20260101T000000000000Z", jsonl({"i": 0}), tag="h-1")
+    listed = path.with_name(path.name + ".open")  # what a reader listed while the file was written
+    assert [e["i"] for e in read_lines(tmp_path, PREDICTIONS)] == [0]
+    assert log_files(tmp_path, PREDICTIONS) == [path]
+    listed.write_bytes(jsonl({"i": 1}))
+    # A closed file and an open one started at the same moment: the closed one first.
+    assert log_files(tmp_path, PREDICTIONS) == [path, listed]
+
+
+def dead_pid() -> int:
+    """The process id of a process that has exited."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
+
+
+def test_files_a_killed_server_left_open_are_closed_when_the_next_one_starts(
+    open_log: Callable[..., PredictionLog], tmp_path: Path
+) -> None:
+    directory = tmp_path / "log"
+    host = "".join(c if c.isalnum() or c in "-_." else "_" for c in socket.gethostname())
+    content = jsonl({"i": 0}) + b'{"i": 1, "cut sh'  # the killed writer's last line is cut short
+    left = {
+        "killed": f"{host}-{dead_pid()}",  # this host, a process that is gone: closed
+        "restarted": f"{host}-{os.getpid()}",  # this host and this PID, written by no log here: closed
+        "alive": f"{host}-{os.getppid()}",  # this host, a process that runs: left open
+        "replica": f"other-host-{dead_pid()}",  # another host's, on a shared volume: its own server's
+    }
+    directory.mkdir()
+    paths = {
+        what: directory / f"{PREDICTIONS}-2026010{i}T000000000000Z-{tag}.jsonl.open"
+        for i, (what, tag) in enumerate(left.items(), 1)
+    }
+    for path in paths.values():
+        path.write_bytes(content)
+    open_log()
+    for what, path in paths.items():
+        closed = path.with_name(path.name.removesuffix(".open"))
+        if what in ("killed", "restarted"):
+            assert closed.is_file(), what
+            assert not path.exists(), what
+            assert closed.read_bytes() == content  # as it was: readers drop the cut line
+        else:
+            assert path.is_file(), what
+            assert not closed.exists(), what
+    assert numbers(directory) == [0, 0, 0, 0]
+
+
+WRITE_LIMIT_SCRIPT = """
+import json, resource, signal, sys, time
+from pathlib import Path
+from gitml.serve.config import LogConfig
+from gitml.serve.predlog import PREDICTIONS, PredictionLog
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, a write fails with EFBIG instead
+directory, limit = Path(sys.argv[1]), int(sys.argv[2])
+log = PredictionLog(LogConfig(directory, 0.01, 2**26, 3600.0, 100000, "unused"))
+log.start()
+line = lambda i: json.dumps({"i": i, "pad": "x" * 20}).encode()
+
+def wait(condition):
+    deadline = time.monotonic() + 20
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+for i in range(5):
+    log.append(PREDICTIONS, line(i))
+wait(lambda: log.lines_written == 5)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+for i in range(5, 25):  # one write that crosses the limit part way through a line
+    log.append(PREDICTIONS, line(i))
+wait(lambda: log.write_errors > 0)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+wait(lambda: log.pending == 0)
+log.close()
+print(log.write_errors)
+"""
+
+
+def test_a_write_that_fails_part_way_leaves_whole_lines_in_a_closed_file_and_none_twice(tmp_path: Path) -> None:
+    """A write cut short by the disk (here a file size limit): the file is cut back to the lines
+    written before it and closed visibly; the kept lines go to the next file, once."""
+    directory = tmp_path / "log"
+    done = subprocess.run(
+        [sys.executable, "-c", WRITE_LIMIT_SCRIPT, str(directory), "300"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 1
+    files = log_files(directory, PREDICTIONS)
+    assert [p.name.endswith(".jsonl") for p in files] == [True, True]
+    first = files[0].read_bytes()
+    assert first.endswith(b"\n")
+    assert [json.loads(x)["i"] for x in first.splitlines()] == list(range(5))
+    assert numbers(directory) == list(range(25))
 
 
 @pytest.mark.parametrize("where", ["under-a-file", "is-a-file"])

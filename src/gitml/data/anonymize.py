@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -34,7 +34,14 @@ def pseudonym_key(schema: DatasetSchema, env: Mapping[str, str]) -> bytes | None
 
 
 def anonymize_values(column: Column, values: npt.ArrayLike, key: bytes | None) -> npt.NDArray[np.generic]:
-    """Apply `column`'s policy to its values (None or NaN marks a missing value, which stays missing)."""
+    """Apply `column`'s policy to its values (None or NaN marks a missing value, which stays missing).
+
+    A value that is already generalised (a group name, or a band label among the numbers of a binned
+    column: what a generalised raw file holds) stays as it is.
+    """
+    gen = column.generalization
+    if column.pii == "generalize" and gen is not None and gen.bins is not None and gen.bin_labels is not None:
+        return _bands(values, gen.bins, gen.bin_labels)
     array = np.asarray(values, dtype=object if not column.numeric else float)
     if column.pii == "keep":
         return array
@@ -44,11 +51,23 @@ def anonymize_values(column: Column, values: npt.ArrayLike, key: bytes | None) -
         if key is None:
             raise ValueError("pseudonymisation needs a key")
         return np.array([None if v is None or v != v else pseudonymize(str(v), key) for v in array], dtype=object)
-    gen = column.generalization
     assert gen is not None
-    if gen.bins is not None and gen.bin_labels is not None:
-        return assign_bands(array, gen.bins, gen.bin_labels)
     if gen.top_code is not None:
         return np.minimum(array, gen.top_code)
     assert gen.groups is not None
-    return np.array([None if v is None or v != v else gen.groups[str(v)] for v in array], dtype=object)
+    assert gen.group_names is not None
+    groups = {**{name: name for name in gen.group_names}, **gen.groups}  # a raw category maps as declared
+    return np.array([None if v is None or v != v else groups[str(v)] for v in array], dtype=object)
+
+
+def _bands(values: npt.ArrayLike, edges: Sequence[float], labels: Sequence[str]) -> npt.NDArray[np.object_]:
+    """Numbers as their band labels; a band label among them stays."""
+    array = np.asarray(values)
+    if array.dtype != object:
+        return assign_bands(array, edges, labels)
+    known = set(labels)
+    given = np.array([isinstance(v, str) and v in known for v in array], dtype=bool)
+    numbers = np.array([np.nan if g or v is None else v for v, g in zip(array, given, strict=True)], dtype=float)
+    out = assign_bands(numbers, edges, labels)
+    out[given] = array[given]
+    return out

@@ -29,7 +29,11 @@ _COLUMN_KEYS = {
 }  # fmt: skip
 _GENERALIZE_KEYS = {"bins", "top_code", "groups", "other"}
 _RAW_KEYS = {"files", "delimiter", "header", "missing_values", "strip_suffix", "encoding"}
-_FILE_KEYS = {"path", "skip_rows"}
+_FILE_KEYS = {"path", "skip_rows", "header", "delimiter", "generalised"}
+GLOB_CHARACTERS = frozenset("*?[")
+# Columns a generalised file may lack: the schema removes or replaces their values anyway, and a
+# prediction log never has them (the server takes model inputs and protected attributes only).
+ABSENT_IN_GENERALISED = ("drop", "pseudonymize")
 _QUALITY_KEYS = {"max_quarantined_fraction", "duplicates", "pii_max_matches"}
 _TOP_KEYS = {"name", "description", "raw", "columns", "quality", "pseudonym_key_env"}
 
@@ -110,11 +114,37 @@ class Column:
             return gen.group_names
         return self.categories if self.output_dtype == "categorical" else None
 
+    @property
+    def generalised_values(self) -> tuple[str, ...]:
+        """What a generalised raw file may hold in place of a raw value: the group names that are not
+        also raw categories, or the band labels of binned numbers; empty for other columns."""
+        gen = self.generalization
+        if gen is not None and gen.group_names is not None:
+            return tuple(g for g in gen.group_names if g not in (self.categories or ()))
+        if gen is not None and gen.bin_labels is not None:
+            return gen.bin_labels
+        return ()
+
 
 @dataclass(frozen=True)
 class RawFile:
+    """One entry of raw.files: a path, or a glob pattern (which may match no file), and how to read it.
+
+    `header` and `delimiter` override the raw section's for these files. A `generalised` file holds
+    records as they are after anonymisation (what the server logs and `gitml collect` writes): its
+    columns are matched by the header's names, columns the schema drops or pseudonymises may be
+    absent or empty, and group names and band labels are taken as already generalised.
+    """
+
     path: str
     skip_rows: int = 0
+    header: bool | None = None
+    delimiter: str | None = None
+    generalised: bool = False
+
+    @property
+    def is_glob(self) -> bool:
+        return any(c in GLOB_CHARACTERS for c in self.path)
 
 
 @dataclass(frozen=True)
@@ -127,6 +157,12 @@ class RawFormat:
     missing_values: tuple[str, ...] = ("",)
     strip_suffix: Mapping[str, str] = field(default_factory=dict)
     encoding: str = "utf-8"
+
+    def header_of(self, raw_file: RawFile) -> bool:
+        return self.header if raw_file.header is None else raw_file.header
+
+    def delimiter_of(self, raw_file: RawFile) -> str:
+        return self.delimiter if raw_file.delimiter is None else raw_file.delimiter
 
 
 @dataclass(frozen=True)
@@ -220,15 +256,23 @@ def _read_raw(source: str, cfg: Any) -> RawFormat:
     files_cfg = reader.required("files")
     if not isinstance(files_cfg, Sequence) or isinstance(files_cfg, str) or not files_cfg:
         reader.fail("files must be a non-empty list of {path: ..., skip_rows: ...}")
+    delimiter = _delimiter(reader)
+    header = reader.boolean("header", True)
     files = []
     for i, entry in enumerate(files_cfg):
         if isinstance(entry, str):
             entry = {"path": entry}
         file_reader = ConfigReader(source, f"raw.files[{i}]", entry, _FILE_KEYS)
-        files.append(RawFile(str(file_reader.required("path")), file_reader.integer("skip_rows", 0)))
-    delimiter = str(reader.get("delimiter", ","))
-    if len(delimiter) != 1:
-        reader.fail(f"delimiter must be one character, got {delimiter!r}")
+        raw_file = RawFile(
+            str(file_reader.required("path")),
+            file_reader.integer("skip_rows", 0),
+            header=file_reader.boolean("header") if "header" in file_reader.mapping else None,
+            delimiter=_delimiter(file_reader) if "delimiter" in file_reader.mapping else None,
+            generalised=file_reader.boolean("generalised", False),
+        )
+        if raw_file.generalised and not (header if raw_file.header is None else raw_file.header):
+            file_reader.fail("a generalised file's columns are matched by their names: it needs header: true")
+        files.append(raw_file)
     encoding = str(reader.get("encoding", "utf-8"))
     try:
         codecs.lookup(encoding)
@@ -240,11 +284,18 @@ def _read_raw(source: str, cfg: Any) -> RawFormat:
     return RawFormat(
         files=tuple(files),
         delimiter=delimiter,
-        header=reader.boolean("header", True),
+        header=header,
         missing_values=reader.strings("missing_values", ("",)),
         strip_suffix={str(k): str(v) for k, v in suffixes.items()},
         encoding=encoding,
     )
+
+
+def _delimiter(reader: ConfigReader) -> str:
+    delimiter = str(reader.get("delimiter", ","))
+    if len(delimiter) != 1:
+        reader.fail(f"delimiter must be one character, got {delimiter!r}")
+    return delimiter
 
 
 def _read_quality(source: str, cfg: Any) -> Quality:

@@ -1,4 +1,9 @@
-"""Checking raw values against the dataset schema: whole columns first, then row by row."""
+"""Checking raw values against the dataset schema: whole columns first, then row by row.
+
+`generalised` (a mask over the rows, where given) marks rows from files that hold records as they
+are after anonymisation (raw.files' `generalised`): there a group name or a band label is a valid
+value, and a column the schema drops or pseudonymises may be missing.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,7 @@ import pandas as pd
 
 from gitml.data.pii import PiiFinding, scan_values
 from gitml.data.raw import FILE_COLUMN, LINE_COLUMN
-from gitml.data.schema import Column, DatasetSchema
+from gitml.data.schema import ABSENT_IN_GENERALISED, Column, DatasetSchema
 from gitml.errors import GitmlError
 
 # More than this share of a column's values failing its type means the column itself is wrong
@@ -47,22 +52,44 @@ def _parse_numbers(column: Column, values: pd.Series[Any]) -> tuple[pd.Series[An
     return parsed.where(~invalid), invalid
 
 
-def check_columns(schema: DatasetSchema, rows: pd.DataFrame) -> None:
+def _already_generalised(column: Column, values: pd.Series[Any], generalised: pd.Series[Any] | None) -> pd.Series[Any]:
+    """Values of generalised rows that are group names or band labels of the column: valid as they are."""
+    given = column.generalised_values
+    if generalised is None or not given:
+        return pd.Series(False, index=values.index)
+    return generalised & values.isin(given)
+
+
+def _may_be_missing(column: Column, generalised: pd.Series[Any] | None) -> pd.Series[Any] | None:
+    """The rows where a missing value is no fault: generalised rows of a dropped or pseudonymised column."""
+    if generalised is None or column.pii not in ABSENT_IN_GENERALISED:
+        return None
+    return generalised
+
+
+def check_columns(schema: DatasetSchema, rows: pd.DataFrame, generalised: pd.Series[Any] | None = None) -> None:
     """Fail on columns that are wholly wrong: entirely empty, or of another type than declared."""
     for column in schema.columns:
         values = rows[column.name]
+        excused = _may_be_missing(column, generalised)
+        if excused is not None:
+            values = values[~excused]
+            if values.empty:
+                continue  # every row is generalised, and this column may be absent from all of them
         present = values.notna()
         if not present.any():
             raise GitmlError(
-                f"column '{column.name}' is empty in all {len(rows)} rows. The export probably lost it; "
+                f"column '{column.name}' is empty in all {len(values)} rows. The export probably lost it; "
                 f"fix the data, or remove the column from the schema ({schema.source})."
             )
+        given = _already_generalised(column, values, None if generalised is None else generalised[values.index])
         if column.numeric:
             _, invalid = _parse_numbers(column, values)
+            invalid &= ~given
             what = f"{'whole ' if column.dtype == 'integer' else ''}numbers"
         elif column.dtype == "categorical":
             assert column.categories is not None
-            invalid = present & ~values.isin(column.categories)
+            invalid = present & ~values.isin(column.categories) & ~given
             listed = ", ".join(column.categories[:6]) + (", ..." if len(column.categories) > 6 else "")
             what = f"among its categories ({listed})"
         else:
@@ -86,7 +113,9 @@ def scan_for_pii(schema: DatasetSchema, rows: pd.DataFrame) -> list[PiiFinding]:
     return findings
 
 
-def find_row_problems(schema: DatasetSchema, rows: pd.DataFrame) -> RowProblems:
+def find_row_problems(
+    schema: DatasetSchema, rows: pd.DataFrame, generalised: pd.Series[Any] | None = None
+) -> RowProblems:
     """Every reason each row breaks the schema; rows with no reason are valid."""
     problems = RowProblems({}, {})
     for column in schema.columns:
@@ -94,9 +123,13 @@ def find_row_problems(schema: DatasetSchema, rows: pd.DataFrame) -> RowProblems:
         values = rows[name]
         missing = values.isna()
         if not column.nullable:
-            problems.add(rows.index[missing], f"missing:{name}", f"{name}: missing, and the schema says it may not be")
+            excused = _may_be_missing(column, generalised)
+            faulty = missing if excused is None else missing & ~excused
+            problems.add(rows.index[faulty], f"missing:{name}", f"{name}: missing, and the schema says it may not be")
+        given = _already_generalised(column, values, generalised)
         if column.numeric:
             parsed, invalid = _parse_numbers(column, values)
+            invalid &= ~given
             kind = "a whole number" if column.dtype == "integer" else "a number"
             problems.add(rows.index[invalid], f"wrong_type:{name}", name + ": " + values.map(repr) + f" is not {kind}")
             if column.minimum is not None:
@@ -115,7 +148,7 @@ def find_row_problems(schema: DatasetSchema, rows: pd.DataFrame) -> RowProblems:
                 )
         elif column.dtype == "categorical":
             assert column.categories is not None
-            unknown = ~missing & ~values.isin(column.categories)
+            unknown = ~missing & ~values.isin(column.categories) & ~given
             problems.add(
                 rows.index[unknown], f"unknown_category:{name}", name + ": unknown category " + values.map(repr)
             )
@@ -137,15 +170,22 @@ def find_duplicates(schema: DatasetSchema, rows: pd.DataFrame, valid: pd.Series[
     return problems
 
 
-def typed_column(column: Column, values: pd.Series[Any]) -> pd.Series[Any]:
-    """Valid string values converted to the column's declared dtype."""
+def typed_column(column: Column, values: pd.Series[Any], generalised: pd.Series[Any] | None = None) -> pd.Series[Any]:
+    """Valid string values converted to the column's declared dtype. Group names and band labels of
+    generalised rows stay as they are (anonymisation takes them as already generalised)."""
+    given = _already_generalised(column, values, generalised)
     if column.numeric:
-        parsed, _ = _parse_numbers(column, values)
+        parsed, _ = _parse_numbers(column, values.mask(given))
+        if given.any():  # band labels among the numbers: an object column, which anonymisation bands
+            return parsed.astype(object).mask(given, values)
         if column.dtype == "float":
             return parsed
-        return parsed.astype("Int64" if column.nullable else "int64")
+        # A missing value in a column that may not miss one: a generalised row's pseudonymised identifier.
+        return parsed.astype("Int64" if column.nullable or parsed.isna().any() else "int64")
     if column.dtype == "categorical":
-        return pd.Series(pd.Categorical(values, categories=column.categories), index=values.index)
+        assert column.categories is not None
+        extra = [v for v in column.generalised_values if v not in column.categories] if given.any() else []
+        return pd.Series(pd.Categorical(values, categories=[*column.categories, *extra]), index=values.index)
     return values.astype(object).where(values.notna(), None)
 
 

@@ -11,7 +11,7 @@ from gitml.checked_config import ConfigReader
 from gitml.errors import GitmlError
 
 _KEYS = {"host", "port", "max_batch", "max_body_bytes", "prediction_log", "live_window"}
-_LOG_KEYS = {"dir", "flush_seconds", "rotate_bytes", "rotate_seconds", "max_pending"}
+_LOG_KEYS = {"dir", "flush_seconds", "rotate_bytes", "rotate_seconds", "max_pending", "storage"}
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,9 @@ class LogConfig:
     rotate_bytes: int
     rotate_seconds: float
     max_pending: int
+    # Where `gitml ship-logs` copies closed files, and the drift check reads them: a URL
+    # (s3://bucket/prefix, gs://..., file://...) or a local folder, made absolute against the root.
+    storage: str
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class ServeConfig:
         if port > 65535:
             reader.fail(f"port must be at most 65535, got {port}")
         directory = Path(log.text("dir"))
+        storage = log.text("storage")
+        if "://" not in storage and storage != "dvc-remote" and not Path(storage).is_absolute():
+            storage = str(root / storage)
         return cls(
             host=reader.text("host"),
             port=port,
@@ -54,6 +60,7 @@ class ServeConfig:
                 rotate_bytes=log.integer("rotate_bytes", minimum=1),
                 rotate_seconds=log.bounded("rotate_seconds", 0, open_ends=True, unit=" of seconds"),
                 max_pending=log.integer("max_pending", minimum=1),
+                storage=storage,
             ),
             live_window=reader.integer("live_window", minimum=0),
         )

@@ -150,13 +150,40 @@ class Validator:
 
 
 class RequestError(Exception):
-    """A request the server rejects: its status code and FastAPI-style `detail`."""
+    """A request the server rejects: its status code and FastAPI-style `detail`.
 
-    def __init__(self, status: int, detail: Any, reasons: Sequence[str]) -> None:
+    `reasons` (a field name or a kind per error) label the validation-failure counter; `errors`,
+    (field, reason) pairs, go to the prediction log's rejections stream. Neither holds a value of
+    the request: a field is a name of the schema or a kind, a reason an error type.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: Any,
+        reasons: Sequence[str],
+        errors: Sequence[tuple[str, str]] | None = None,
+        records: int | None = None,
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.detail = detail
         self.reasons = tuple(reasons)  # for the validation-failure counter: field names or a kind
+        self._errors = errors
+        self.records = records  # how many records the body held, where known without parsing it again
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        """Each distinct (field, reason), in order. Unless given: a reason with the `type` of its
+        detail item where the detail is a list of them, else the reason twice (invalid_json, body_size)."""
+        pairs = self._errors
+        if pairs is None:
+            detail = self.detail
+            if isinstance(detail, list) and len(detail) == len(self.reasons):
+                pairs = [(r, str(d.get("type", r))) for r, d in zip(self.reasons, detail, strict=True)]
+            else:
+                pairs = [(r, r) for r in self.reasons]
+        return list(dict.fromkeys(pairs))
 
 
 def parse(validator: Validator, body: bytes, what: str) -> tuple[list[Record], bool]:
@@ -196,8 +223,9 @@ def _rejection(exc: ValidationError, validator: Validator, what: str, start: byt
             f"the batch has more than {validator.max_items} items, the most this server takes in one request; "
             "split it (serve.max_batch)",
             ["batch_size"],
+            records=_length(errors),
         )
-    detail, reasons = [], []
+    detail, reasons, pairs = [], [], []
     for error in errors:
         loc = list(error["loc"])
         field = next((part for part in loc if isinstance(part, str)), None)
@@ -209,11 +237,21 @@ def _rejection(exc: ValidationError, validator: Validator, what: str, start: byt
             reasons.append("unknown_field")
         else:
             reasons.append(field if field in validator.names else "body")
+        pairs.append((reasons[-1], error["type"]))
         item: dict[str, Any] = {"loc": ["body", *loc], "msg": message, "type": error["type"]}
         if _echoable(error.get("input")) and error["type"] != "missing":
             item["input"] = error["input"]
         detail.append(item)
-    return RequestError(422, detail, reasons)
+    return RequestError(422, detail, reasons, pairs, 1 if start == b"{" else _length(errors))
+
+
+def _length(errors: list[Any]) -> int | None:
+    """The length of a batch that was too long or too short, which pydantic measured; None otherwise."""
+    for error in errors:
+        if error["loc"] == () and error["type"] in ("too_long", "too_short"):
+            length = (error.get("ctx") or {}).get("actual_length")
+            return length if isinstance(length, int) else None
+    return None
 
 
 def _echoable(value: Any) -> bool:

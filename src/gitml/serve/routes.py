@@ -27,7 +27,7 @@ from starlette.routing import Route
 import gitml
 from gitml.serve.metrics import ServerMetrics
 from gitml.serve.openapi import JSON, REF, ref, request_body, responses
-from gitml.serve.predlog import FEEDBACK, PREDICTIONS
+from gitml.serve.predlog import FEEDBACK, PREDICTIONS, REJECTIONS
 from gitml.serve.requests import RequestError, Validator, columns, parse
 from gitml.serve.state import ServerState
 
@@ -125,10 +125,21 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _rejected(metrics: ServerMetrics, path: str, error: RequestError) -> Response:
-    """The answer to a request the server does not accept, counted by its reasons."""
+def _rejected(state: ServerState, path: str, error: RequestError) -> Response:
+    """The answer to a request the server does not accept: counted by its reasons, and logged to the
+    rejections stream by field and reason (never a value: see gitml.serve.predlog)."""
+    metrics: ServerMetrics = state.metrics
     for reason in set(error.reasons):
         metrics.validation_failures.labels(path, reason).inc()
+    line: dict[str, Any] = {
+        "time": state.clock(),
+        "endpoint": path,
+        "status": error.status,
+        "errors": [{"field": field, "reason": reason} for field, reason in error.errors],
+    }
+    if error.records is not None:
+        line["records"] = error.records
+    state.log.append(REJECTIONS, orjson.dumps(line))
     return _json({"detail": error.detail}, error.status)
 
 
@@ -156,7 +167,7 @@ def predict(state: ServerState) -> Handler:
         try:
             items, batch = parse(records, await _body(request, limit), "a record")
         except RequestError as error:
-            return _rejected(metrics, "/predict", error)
+            return _rejected(state, "/predict", error)
         inputs = columns(items, names)
         anonymize(inputs)
         scores, decisions = model.predict(inputs, len(items))
@@ -209,7 +220,7 @@ def feedback(state: ServerState) -> Handler:
             items, _ = parse(feedbacks, await _body(request, limit), "a feedback object")
             matched = [live.score(item["request_id"], item.get("index", 0), item["label"]) for item in items]
         except RequestError as error:
-            return _rejected(metrics, "/feedback", error)
+            return _rejected(state, "/feedback", error)
         now = clock()
         for item in items:
             log.append(

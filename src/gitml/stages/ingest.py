@@ -58,8 +58,10 @@ def quarantine_invalid_rows(
     malformed: pd.DataFrame,
     problems: validate.RowProblems,
     key: bytes | None,
+    files: list[str],
 ) -> pd.DataFrame:
-    """Rejected rows with their reasons and source line, with drop/pseudonymise policies applied."""
+    """Rejected rows with their reasons and source line (in the order of `files`, the files read), with
+    drop/pseudonymise policies applied."""
     rejected = rows.loc[validate.problem_rows(problems, rows.index)].copy()
     rejected[REASON_COLUMN] = ["; ".join(problems.texts[i]) for i in rejected.index]
     both = pd.concat([rejected, malformed], ignore_index=True)
@@ -67,7 +69,7 @@ def quarantine_invalid_rows(
     meta = both[[FILE_COLUMN, LINE_COLUMN, REASON_COLUMN]]
     table = pd.concat([meta, anonymized, both[[EXTRA_COLUMN]]], axis=1)
     order = table[LINE_COLUMN].astype(int)
-    file_rank = table[FILE_COLUMN].map({f.path: i for i, f in enumerate(schema.raw.files)})
+    file_rank = table[FILE_COLUMN].map({path: i for i, path in enumerate(files)})
     return table.assign(_f=file_rank, _l=order).sort_values(["_f", "_l"]).drop(columns=["_f", "_l"])
 
 
@@ -77,7 +79,9 @@ def run(cfg: Mapping[str, Any], paths: Paths, env: Mapping[str, str] | None = No
     key = pseudonym_key(schema, os.environ if env is None else env)
     raw = read_raw(schema, paths.root)
     rows = raw.rows
-    validate.check_columns(schema, rows)
+    # Rows of generalised files (raw.files' `generalised`): group names and band labels are valid there.
+    generalised = raw.generalised_rows(rows) if raw.generalised else None
+    validate.check_columns(schema, rows, generalised)
     findings = [f for f in validate.scan_for_pii(schema, rows) if f.rows > schema.quality.pii_max_matches]
     if findings:
         raise GitmlError(
@@ -87,19 +91,20 @@ def run(cfg: Mapping[str, Any], paths: Paths, env: Mapping[str, str] | None = No
             "or remove the values from the raw data. Nothing was written."
         )
 
-    problems = validate.find_row_problems(schema, rows)
+    problems = validate.find_row_problems(schema, rows, generalised)
     valid: pd.Series[bool] = pd.Series(~validate.problem_rows(problems, rows.index), index=rows.index)
     if schema.quality.duplicates == "quarantine":
         problems = validate.merge(problems, validate.find_duplicates(schema, rows, valid))
         valid &= ~validate.problem_rows(problems, rows.index)
 
-    quarantine = quarantine_invalid_rows(schema, rows, raw.malformed, problems, key)
+    quarantine = quarantine_invalid_rows(schema, rows, raw.malformed, problems, key, list(raw.files))
     by_reason = Counter(code for codes in problems.codes.values() for code in dict.fromkeys(codes))
     if len(raw.malformed):
         by_reason["field_count"] = len(raw.malformed)
     rows_read = len(rows) + len(raw.malformed)
     clean_rows = rows.loc[valid.to_numpy()]
-    typed = pd.DataFrame({c.name: validate.typed_column(c, clean_rows[c.name]) for c in schema.columns})
+    given = None if generalised is None else generalised[clean_rows.index]
+    typed = pd.DataFrame({c.name: validate.typed_column(c, clean_rows[c.name], given) for c in schema.kept_columns})
     clean = _anonymize_frame(schema, typed, key, typed=True).reset_index(drop=True)
 
     fraction = len(quarantine) / rows_read

@@ -1,11 +1,20 @@
-"""Stand-ins for what the release workflows reach beyond this machine: GitHub's API (`gh`), an
-image registry (`docker`) and a Kubernetes cluster (`kubectl`).
+"""Stand-ins for what the workflows reach beyond this machine: GitHub's API (`gh`, and CML's
+pull requests), an image registry (`docker`) and a Kubernetes cluster (`kubectl`).
 
 Each keeps its state under $GITML_TEST_WORLD, which outlives a workflow run as GitHub, the
 registry and the cluster do, and logs every call to $GITML_TEST_RECORD (one folder per run):
   gh       `api repos/R/commits/SHA/pulls` answers what the test merged (github/commits/SHA.json);
            `release create` keeps the release and its assets (github/releases/TAG/);
-           `release download` hands them back; `pr create` keeps the pull request (github/pulls/N.json)
+           `release download` hands them back; `pr create` keeps the pull request (github/pulls/N.json);
+           `label create` keeps a label (github/labels.json; an existing one only with --force);
+           `issue list --label L --state open` answers the issues with that label (--json fields,
+           --jq through jq); `issue create` keeps the issue (github/issues/N.json; its labels must
+           exist); `issue comment N` adds the comment to it; `workflow run W` records the dispatch
+           (github/dispatches/N.json: workflow, ref, inputs), for a W with a workflow_dispatch trigger.
+           Issues and pull requests share one sequence of numbers, as on GitHub.
+  cml      `pr create` does what CML does with git (a branch from the checked-out commit, the changed
+           paths among those given committed on it, pushed to origin), then keeps the pull request as
+           `gh pr create` does, with the token it was opened with (REPO_TOKEN)
   docker   `build` copies what deploy/Dockerfile's context lets through (.dockerignore is an
            allow-list) with the build arguments; `push` stores it under registry/ with a digest
            of its content; `inspect` answers the digest; `login` is recorded
@@ -86,6 +95,119 @@ def positional(args: list[str], valued: set[str]) -> list[str]:
 # --- gh ---------------------------------------------------------------------------------------
 
 
+def next_number(github: Path) -> int:
+    """The next issue or pull request number: GitHub numbers both in one sequence."""
+    taken = [int(p.stem) for kind in ("issues", "pulls") for p in (github / kind).glob("*.json")]
+    return max(taken, default=99) + 1
+
+
+def keep_pull(github: Path, head: str, base: str, title: str | None, body: str, **more: Any) -> str:
+    """A pull request from `head` (which must be in origin) into `base`; its URL."""
+    head_sha = remote_ref(f"refs/heads/{head}")
+    if not head_sha:
+        fail(f"pull request create failed: head branch {head} is not in the remote")
+    number = next_number(github)
+    pulls = github / "pulls"
+    pulls.mkdir(parents=True, exist_ok=True)
+    pull = {"number": number, "base": base, "head": head, "head_sha": head_sha, "title": title, "body": body, **more}
+    (pulls / f"{number}.json").write_text(json.dumps(pull))
+    return f"https://github.com/{os.environ.get('GITHUB_REPOSITORY', 'owner/repo')}/pull/{number}"
+
+
+def labels_file(github: Path) -> Path:
+    return github / "labels.json"
+
+
+def issues(github: Path) -> list[dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted((github / "issues").glob("*.json"), key=lambda p: int(p.stem))]
+
+
+def body_of(rest: list[str]) -> str:
+    body_file = option(rest, "--body-file", "-F")
+    if body_file is not None:
+        return sys.stdin.read() if body_file == "-" else Path(body_file).read_text()
+    return option(rest, "--body", "-b", default="") or ""
+
+
+def gh_issue(github: Path, args: list[str]) -> None:
+    repository = os.environ.get("GITHUB_REPOSITORY", "owner/repo")
+    rest = args[2:]
+    if args[1] == "list":
+        wanted = options(rest, "--label") + options(rest, "-l")
+        state = option(rest, "--state", "-s", default="open")
+        found = [
+            i
+            for i in issues(github)
+            if (state == "all" or i["state"] == state) and all(label in i["labels"] for label in wanted)
+        ]
+        found.sort(key=lambda i: -int(i["number"]))  # newest first, as gh lists them
+        limit = int(option(rest, "--limit", "-L", default="30") or "30")
+        fields = (option(rest, "--json") or "number,title").split(",")
+        answer = json.dumps([{f: i.get(f) for f in fields} for i in found[:limit]])
+        jq = option(rest, "--jq", "-q")
+        if jq is None:
+            print(answer)
+            return
+        done = subprocess.run(["jq", "-r", jq], input=answer, capture_output=True, text=True, check=False)
+        if done.returncode:
+            fail(f"gh issue list --jq: {done.stderr}")
+        print(done.stdout, end="")
+        return
+    if args[1] == "create":
+        known = json.loads(labels_file(github).read_text()) if labels_file(github).is_file() else {}
+        wanted = options(rest, "--label") + options(rest, "-l")
+        for label in wanted:
+            if label not in known:
+                fail(f"could not add label: '{label}' not found")
+        number = next_number(github)
+        (github / "issues").mkdir(parents=True, exist_ok=True)
+        issue = {
+            "number": number,
+            "title": option(rest, "--title", "-t"),
+            "labels": wanted,
+            "state": "open",
+            "body": body_of(rest),
+            "comments": [],
+        }
+        (github / "issues" / f"{number}.json").write_text(json.dumps(issue))
+        print(f"https://github.com/{repository}/issues/{number}")
+        return
+    if args[1] == "comment":
+        (which,) = positional(rest, {"--body-file", "-F", "--body", "-b"})
+        path = github / "issues" / f"{which}.json"
+        if not path.is_file():
+            fail(f"GraphQL: Could not resolve to an issue or pull request with the number of {which}.")
+        issue = json.loads(path.read_text())
+        issue["comments"].append(body_of(rest))
+        path.write_text(json.dumps(issue))
+        print(f"https://github.com/{repository}/issues/{which}#issuecomment-{len(issue['comments'])}")
+        return
+    fail(f"gh: the stand-in does not do issue {args[1]}")
+
+
+def gh_workflow_run(github: Path, args: list[str]) -> None:
+    rest = args[2:]
+    (workflow,) = positional(rest, {"--ref", "-r", "-f", "--raw-field", "-F", "--field"})
+    path = Path(".github") / "workflows" / workflow
+    if not path.is_file():
+        fail(f"could not find any workflows named {workflow}")
+    spec = yaml.safe_load(path.read_text())
+    triggers = spec.get("on", spec.get(True)) or {}
+    if "workflow_dispatch" not in triggers:
+        fail(f"HTTP 422: Workflow does not have 'workflow_dispatch' trigger ({workflow})")
+    declared = triggers["workflow_dispatch"] or {}
+    inputs = dict(pair.split("=", 1) for pair in options(rest, "-f") + options(rest, "--raw-field"))
+    unknown = sorted(set(inputs) - set(declared.get("inputs") or {}))
+    if unknown:
+        fail(f"HTTP 422: Unexpected inputs provided: {unknown}")
+    dispatches = github / "dispatches"
+    dispatches.mkdir(parents=True, exist_ok=True)
+    number = len(list(dispatches.glob("*.json"))) + 1
+    dispatch = {"workflow": workflow, "ref": option(rest, "--ref", "-r"), "inputs": inputs}
+    (dispatches / f"{number}.json").write_text(json.dumps(dispatch))
+    print(f"✓ Created workflow_dispatch event for {workflow} at {dispatch['ref']}")
+
+
 def gh(args: list[str]) -> None:
     if not os.environ.get("GH_TOKEN"):
         fail("gh: no GH_TOKEN")
@@ -130,26 +252,98 @@ def gh(args: list[str]) -> None:
         return
     if args[:2] == ["pr", "create"]:
         rest = args[2:]
-        head, base = option(rest, "--head", "-H"), option(rest, "--base", "-B")
-        head_sha = remote_ref(f"refs/heads/{head}")
-        if not head_sha:
-            fail(f"pull request create failed: head branch {head} is not in the remote")
-        pulls = github / "pulls"
-        pulls.mkdir(parents=True, exist_ok=True)
-        number = 100 + len(list(pulls.glob("*.json")))
-        body = option(rest, "--body-file", "-F")
-        pull = {
-            "number": number,
-            "base": base,
-            "head": head,
-            "head_sha": head_sha,
-            "title": option(rest, "--title", "-t"),
-            "body": Path(body).read_text() if body else "",
-        }
-        (pulls / f"{number}.json").write_text(json.dumps(pull))
-        print(f"https://github.com/{os.environ.get('GITHUB_REPOSITORY', 'owner/repo')}/pull/{number}")
+        head, base = option(rest, "--head", "-H") or "", option(rest, "--base", "-B") or ""
+        print(keep_pull(github, head, base, option(rest, "--title", "-t"), body_of(rest)))
+        return
+    if args[:2] == ["label", "create"]:
+        rest = args[2:]
+        (name,) = positional(rest, {"--color", "-c", "--description", "-d"})
+        path = labels_file(github)
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        if name in known and "--force" not in rest:
+            fail(f'label with name "{name}" already exists; use `--force` to update its color and description')
+        known[name] = {"color": option(rest, "--color", "-c"), "description": option(rest, "--description", "-d")}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(known))
+        return
+    if args[:1] == ["issue"] and len(args) > 1:
+        gh_issue(github, args)
+        return
+    if args[:2] == ["workflow", "run"]:
+        gh_workflow_run(github, args)
         return
     fail(f"gh: the stand-in does not do {' '.join(args[:2])}")
+
+
+# --- cml pr create ----------------------------------------------------------------------------
+
+
+def git(*args: str) -> str:
+    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    if done.returncode:
+        fail(f"cml: git {' '.join(args)}: {done.stderr}")
+    return done.stdout.strip()
+
+
+def cml(args: list[str]) -> None:
+    """`cml pr create [options] PATHSPEC...`: CML's own steps (src/cml.js, prCreate) with git, then
+    the pull request through the API, which is kept here."""
+    if args[:2] != ["pr", "create"]:
+        fail(f"cml: the stand-in does not do {' '.join(args[:2])}")
+    token = os.environ.get("REPO_TOKEN", "")
+    if not token:
+        fail("cml: no REPO_TOKEN")
+    rest = args[2:]
+    valued = {
+        "--branch",
+        "--title",
+        "--body",
+        "--message",
+        "--target-branch",
+        "--remote",
+        "--user-email",
+        "--user-name",
+    }
+    paths = positional(rest, valued)
+    remote = option(rest, "--remote", default="origin") or "origin"
+    changed = git("status", "--porcelain", "--untracked-files=all", "--", *paths)
+    if not changed:
+        print("Input files are not affected. Nothing to do.", file=sys.stderr)
+        return
+    sha = git("rev-parse", "HEAD")
+    target = option(rest, "--target-branch") or os.environ.get("GITHUB_REF_NAME", "main")
+    if not remote_ref(f"refs/heads/{target}"):
+        fail("The target branch does not exist.")
+    source = option(rest, "--branch") or f"{target}-cml-pr-{sha[:8]}"
+    github = WORLD / "github"
+    if remote_ref(f"refs/heads/{source}"):
+        for path in sorted((github / "pulls").glob("*.json")):
+            pull = json.loads(path.read_text())
+            if pull["head"] == source and pull["base"] == target:
+                print(f"::warning::Branch {source} already exists", file=sys.stderr)
+                print(f"https://github.com/{os.environ.get('GITHUB_REPOSITORY', 'owner/repo')}/pull/{pull['number']}")
+                return
+        fail(f"cml: branch {source} exists with no pull request")
+    name = option(rest, "--user-name", default="Olivaw[bot]") or ""
+    email = option(rest, "--user-email", default="olivaw@iterative.ai") or ""
+    git("checkout", "-q", "-b", source)
+    git("add", "--", *paths)
+    message = option(rest, "--message") or f"CML PR for {sha[:8]} [skip ci]"
+    git(
+        "-c",
+        f"user.name={name}",
+        "-c",
+        f"user.email={email}",
+        "-c",
+        "commit.gpgsign=false",
+        "commit",
+        "-q",
+        "-m",
+        message,
+    )
+    git("push", "-q", "--set-upstream", remote, source)
+    body = option(rest, "--body") or f"Automated commits for {sha} created by CML."
+    print(keep_pull(github, source, target, option(rest, "--title"), body, opened_with=token))
 
 
 # --- docker -----------------------------------------------------------------------------------
@@ -304,4 +498,4 @@ def kubectl(args: list[str]) -> None:
 if __name__ == "__main__":
     tool, *arguments = sys.argv[1:]
     log(tool, arguments)
-    {"gh": gh, "docker": docker, "kubectl": kubectl}[tool](arguments)
+    {"gh": gh, "docker": docker, "kubectl": kubectl, "cml": cml}[tool](arguments)

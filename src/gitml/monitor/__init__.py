@@ -1,0 +1,1 @@
+"""Monitoring: drift checks, traffic simulation."""
