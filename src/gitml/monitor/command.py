@@ -50,7 +50,7 @@ def cmd_drift(paths: Paths, args: argparse.Namespace) -> str:
     from gitml.config import load_params, section
     from gitml.io import write_json
     from gitml.monitor import drift_report
-    from gitml.monitor.drift import DriftConfig, check, from_logs, from_table, load_bundle, reference
+    from gitml.monitor.drift import DriftConfig, check, from_logs, from_table, load_bundle
 
     started = time.perf_counter()
     params = load_params(paths.params)
@@ -72,7 +72,7 @@ def cmd_drift(paths: Paths, args: argparse.Namespace) -> str:
     out.mkdir(parents=True, exist_ok=True)
     html = None
     if config.deepchecks_rows and not args.no_html:
-        html = drift_report.deepchecks_html(bundle, reference(paths, bundle), production, config, out / "drift.html")
+        html = drift_report.deepchecks_html(bundle, result.reference, production, config, out / "drift.html")
     result.report["html"] = None if html is None else html.name
     result.report["seconds"] = round(time.perf_counter() - started, 2)
     write_json(out / "drift.json", result.report)

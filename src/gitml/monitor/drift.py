@@ -440,6 +440,7 @@ def multivariate_finding(bundle: Any, ref: Reference, production: Production, co
 class DriftResult:
     findings: list[Finding]
     report: dict[str, Any]
+    reference: Reference  # read and scored once: the Deepchecks report compares the same rows
 
     @property
     def drifted(self) -> bool:
@@ -497,7 +498,7 @@ def check(
         "top_features": [f.name for f in findings if f.kind in FEATURE_KINDS and f.drifted],
         "findings": [f.as_json() for f in findings],
     }
-    return DriftResult(findings, report)
+    return DriftResult(findings, report, ref)
 
 
 def _twins_first(findings: list[Finding], ref: pd.DataFrame, schema: Any) -> None:
