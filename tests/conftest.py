@@ -148,6 +148,36 @@ def load_benchmark(name: str) -> ModuleType:
     return module
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest end-to-end group first, the other groups that read the shared reproduction of the
+    pipeline spread through the rest, each group in its own order.
+
+    `make test` hands tests to its workers in this order (`--dist loadgroup --no-loadscope-reorder`):
+    one worker starts the pull request and release stories at once and reproduces the pipeline for
+    them (tests/e2e/conftest.py), while the others run other tests; by the time they reach the drift
+    story and test_pipeline.py, the reproduction is there to read, and the last third evens out the end.
+    """
+
+    def group(item: pytest.Item) -> str | None:
+        marker = item.get_closest_marker("xdist_group")
+        return str(marker.args[0]) if marker else None
+
+    def members(name: str) -> list[pytest.Item]:
+        return [item for item in items if group(item) == name]
+
+    readers = ("workflows", "drift-workflow", "pipeline")
+    others = [item for item in items if group(item) not in readers]
+    third = len(others) // 3
+    items[:] = [
+        *members("workflows"),
+        *others[:third],
+        *members("drift-workflow"),
+        *others[third : 2 * third],
+        *members("pipeline"),
+        *others[2 * third :],
+    ]
+
+
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO

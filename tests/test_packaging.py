@@ -183,6 +183,62 @@ def test_make_refuses_a_venv_made_by_another_python(make_copy: Path) -> None:
     assert not (make_copy / ".venv" / ".stamp-serve").exists()
 
 
+def recording_python(venv: Path, log: Path) -> None:
+    """A venv whose python says it is 3.11.7 and records every other command line (pip's) in `log`."""
+    (venv / "bin").mkdir(parents=True)
+    python = venv / "bin" / "python"
+    said = "[ \"$1\" = --version ] && { echo 'Python 3.11.7'; exit 0; }"
+    python.write_text(f"#!/bin/sh\n{said}\necho \"$*\" >> '{log}'\n")
+    python.chmod(0o755)
+
+
+def installs(log: Path) -> list[str]:
+    """The pip installs recorded since the last call."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    log.unlink(missing_ok=True)
+    return [line.split(" install ", 1)[1] for line in lines if " install " in line]
+
+
+def test_make_installs_again_when_the_lock_changes_and_only_then(make_copy: Path, tmp_path: Path) -> None:
+    """Stamps hold a checksum of the lock and pyproject.toml: new file times (a fresh clone, a runner's
+    new workspace) install nothing; a new checkout of the same files with the same GITML_VENV only
+    points gitml at itself; another lock installs again."""
+    venv, log = tmp_path / "kept-venv", tmp_path / "pip.log"
+    recording_python(venv, log)
+    assert make(make_copy, f"GITML_VENV={venv}", "install").returncode == 0
+    assert installs(log) == [
+        "--quiet -c requirements/lock.txt pip",
+        "--quiet -c requirements/lock.txt -e .[pipeline]",
+    ]
+    assert (venv / ".checkout").read_text().strip() == str(make_copy)
+    stamp = (venv / ".stamp-pipeline").read_text()
+    assert stamp.strip()
+    assert stamp == (venv / ".stamp-release").read_text()
+
+    for name in ("requirements/lock.txt", "pyproject.toml"):
+        (make_copy / name).touch()  # newer than every stamp
+    assert make(make_copy, f"GITML_VENV={venv}", "install").returncode == 0
+    assert installs(log) == []
+
+    other = tmp_path / "workspace" / "gitml"
+    shutil.copytree(make_copy, other)
+    assert make(other, f"GITML_VENV={venv}", "install").returncode == 0
+    assert installs(log) == [
+        "--quiet -c requirements/lock.txt setuptools",
+        "--quiet --no-deps --no-build-isolation -e .",
+    ]
+    assert (venv / ".checkout").read_text().strip() == str(other)
+    assert make(other, f"GITML_VENV={venv}", "install-release").returncode == 0
+    assert installs(log) == []  # the pipeline's install stamped the release extra too
+
+    with (other / "requirements" / "lock.txt").open("a") as lock:
+        lock.write("# another lock\n")
+    assert make(other, f"GITML_VENV={venv}", "install").returncode == 0
+    assert installs(log)[-1] == "--quiet -c requirements/lock.txt -e .[pipeline]"
+    assert (venv / ".stamp-pipeline").read_text() != stamp
+    assert not (venv / ".stamp-serve").exists()
+
+
 @pytest.mark.parametrize("version", ["3.11.0", "3.11.2", "3.11.99"])
 def test_the_check_accepts_every_python_in_the_range(repo: Path, tmp_path: Path, version: str) -> None:
     for python in (fake_python(tmp_path / "python", version), Path(sys.executable)):

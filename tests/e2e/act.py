@@ -21,9 +21,13 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
@@ -52,12 +56,14 @@ def pinned_actions(repo: Path) -> set[tuple[str, str]]:
 
 @dataclass
 class GitHub:
-    """The stand-in world: a home with the git URL mapping, the bare origin, a seed clone to author in."""
+    """The stand-in world: a home with the git URL mapping, the bare origin, a seed clone to author in,
+    and the DVC remote main's .dvc/config names."""
 
     root: Path
     home: Path
     origin: Path
     seed: Path
+    remote: Path
     venv: Path | None
     env: dict[str, str]
     local_repositories: list[str]
@@ -121,6 +127,63 @@ def step_env(home: Path, record_root: Path) -> dict[str, str]:
     return env
 
 
+def requirement_closure(name: str, extras: Iterable[str]) -> dict[str, metadata.Distribution]:
+    """Every distribution `pip install '<name>[<extras>]'` brings in, as installed here, by name (without `name`)."""
+    found: dict[str, metadata.Distribution] = {}
+    seen: set[tuple[str, frozenset[str]]] = set()
+    todo = [(canonicalize_name(name), frozenset(extras))]
+    while todo:
+        current, wanted = todo.pop()
+        if (current, wanted) in seen:
+            continue
+        seen.add((current, wanted))
+        dist = metadata.distribution(current)
+        if current != canonicalize_name(name):
+            found[current] = dist
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            marker = requirement.marker
+            if marker is None or any(marker.evaluate({"extra": extra}) for extra in wanted or {""}):
+                todo.append((canonicalize_name(requirement.name), frozenset(requirement.extras)))
+    return found
+
+
+def seed_venv(target: Path, extras: Iterable[str]) -> None:
+    """A virtualenv holding what `pip install -e '.[<extras>]'` installs from the lock, and pip: what
+    a self-hosted runner's kept GITML_VENV holds once a job installed it.
+
+    The packages are hard links to this environment's (installed by make from the same lock), not
+    unpacked again: about two minutes of a loaded test machine that would test pip, not the
+    workflows. gitml itself is left out: the workflow's `make install` installs it from its checkout,
+    finding every other requirement there. Scripts in bin/ are copied with their first line naming
+    the new venv's python.
+    """
+    subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(target)], check=True)  # type: ignore[attr-defined]
+    prefix = Path(sys.prefix)
+    dists = requirement_closure("gitml", extras)
+    dists["pip"] = metadata.distribution("pip")
+    for dist in dists.values():
+        for file in dist.files or []:
+            source = Path(os.path.normpath(str(dist.locate_file(file))))
+            if not source.is_file() or not source.is_relative_to(prefix):
+                continue  # a byte-compiled file never written, or a file outside the environment
+            copy = target / source.relative_to(prefix)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            if copy.exists():
+                continue
+            if copy.parent == target / "bin":
+                first, newline, rest = source.read_bytes().partition(b"\n")
+                if first.startswith(b"#!" + bytes(prefix / "bin")):
+                    first = first.replace(bytes(prefix), bytes(target), 1)
+                copy.write_bytes(first + newline + rest)
+                copy.chmod(source.stat().st_mode)
+            else:
+                try:
+                    os.link(source, copy)
+                except OSError:  # another file system
+                    shutil.copy2(source, copy)
+
+
 def make_github(repo: Path, root: Path, remote: Path, tracked: Path | None = None, venv: Path | None = None) -> GitHub:
     """A bare origin whose main holds the template (with `tracked` laid over it: a reproduced
     dvc.lock and metrics), the DVC remote `remote`, and a seed clone to author pull requests in.
@@ -134,7 +197,7 @@ def make_github(repo: Path, root: Path, remote: Path, tracked: Path | None = Non
         shutil.copy2(repo / path, seed / path)
     if tracked is not None:
         shutil.copytree(tracked, seed, dirs_exist_ok=True)
-    gh = GitHub(root, home, origin, seed, venv, env, [])
+    gh = GitHub(root, home, origin, seed, remote, venv, env, [])
     gh.git(seed, "init", "-q", "-b", "main")
     # The team's DVC remote, committed in .dvc/config as `dvc remote add -d` would.
     dvc = [str(BIN / "dvc"), "remote", "modify", "local", "url", str(remote)]

@@ -1,12 +1,14 @@
 """The pipeline reproduced once on the bundled data, shared by the end-to-end tests.
 
-`tests/e2e/test_pipeline.py` examines and changes it; the workflow tests (`test_pr_workflow.py`,
-`test_release_workflow.py`) start from a snapshot taken right after the reproduction, and from the
-DVC remote it was pushed to, as a team's main branch would be after `make run`, commit and `dvc push`.
+`tests/e2e/test_pipeline.py` examines and changes a copy of it; the workflow tests
+(`test_pr_workflow.py`, `test_release_workflow.py`, `test_drift_workflow.py`) start from its
+git-tracked outputs and a copy of the DVC remote it was pushed to, as a team's main branch would be
+after `make run`, commit and `dvc push`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ import pytest
 import yaml
 
 from gitml.scratch import make_scratch_repo, scratch_env
-from tests.e2e.act import GitHub, make_github
+from tests.e2e.act import GitHub, make_github, seed_venv
 
 
 def run(cwd: Path, *args: str) -> str:
@@ -47,17 +49,15 @@ def tracked_outputs(repo: Path) -> list[str]:
     return paths
 
 
-@pytest.fixture(scope="session")
-def reproduced(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Reproduction]:
-    """A git + DVC repository holding the pipeline's files, reproduced once and pushed."""
-    work = tmp_path_factory.mktemp("pipeline")
+def reproduce(repo: Path, root: Path) -> tuple[Path, Reproduction]:
+    """The pipeline reproduced in root/pipeline and pushed to root/remote; its git-tracked outputs in root/tracked."""
+    work, remote, tracked = root / "pipeline", root / "remote", root / "tracked"
+    work.mkdir(parents=True)
     make_scratch_repo(repo, work)
     # The remote a fresh clone would use is a folder beside it; point this copy at its own.
-    remote = work.parent / "remote"
     run(work, "dvc", "remote", "modify", "--local", "local", "url", str(remote))
     run(work, "dvc", "repro")
     run(work, "dvc", "push")
-    tracked = tmp_path_factory.mktemp("reproduced-tracked")
     for path in tracked_outputs(work):
         source, target = work / path, tracked / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -69,17 +69,48 @@ def reproduced(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
 
 
 @pytest.fixture(scope="session")
-def pipeline(reproduced: tuple[Path, Reproduction]) -> Path:
-    return reproduced[0]
+def reproduced(repo: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, Reproduction]:
+    """A git + DVC repository holding the pipeline's files, reproduced once and pushed; read, never changed.
+
+    Once per test run, not per pytest-xdist worker: the first worker to ask reproduces it in the
+    run's temporary folder, which every worker shares, and the others wait for it and read it.
+    """
+    shared = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        shared = shared.parent  # the run's folder, above each worker's own
+    root = shared / "reproduced"
+    with (shared / "reproduced.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / "done").is_file():
+            shutil.rmtree(root, ignore_errors=True)  # what a worker that failed half-way left
+            reproduce(repo, root)
+            (root / "done").touch()
+    return root / "pipeline", Reproduction(root / "tracked", root / "remote")
+
+
+@pytest.fixture(scope="session")
+def pipeline(reproduced: tuple[Path, Reproduction], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private copy of the reproduction, with a copy of its remote, for tests that change them."""
+    work, reproduction = reproduced
+    root = tmp_path_factory.mktemp("pipeline")
+    copy, remote = root / "pipeline", root / "remote"
+    shutil.copytree(work, copy, symlinks=True, ignore=shutil.ignore_patterns("tmp"))  # .dvc/tmp: DVC's locks, state
+    shutil.copytree(reproduction.remote, remote)
+    run(copy, "dvc", "remote", "modify", "--local", "local", "url", str(remote))
+    return copy
 
 
 @pytest.fixture(scope="session")
 def github(repo: Path, reproduced: tuple[Path, Reproduction], tmp_path_factory: pytest.TempPathFactory) -> GitHub:
     """The stand-in GitHub the workflow tests share: main as a team has it after `make run`, commit
-    and `dvc push`, and one runner virtualenv for every run (installed by the first)."""
+    and `dvc push`, and one self-hosted runner's kept virtualenv (GITML_VENV) for every run, holding
+    the pipeline's packages (see seed_venv) but not gitml, which the first run's `make install` adds."""
     _, reproduction = reproduced
     root = tmp_path_factory.mktemp("github")
-    gh = make_github(repo, root, reproduction.remote, tracked=reproduction.tracked, venv=root / "venv")
+    remote = root / "remote"  # a copy: the runs push to it
+    shutil.copytree(reproduction.remote, remote)
+    seed_venv(root / "venv", ["pipeline"])
+    gh = make_github(repo, root, remote, tracked=reproduction.tracked, venv=root / "venv")
     # Byte-compiling the 2 GB environment is most of a warm-cache install; Python compiles what it imports.
     gh.env["PIP_NO_COMPILE"] = "1"
     return gh

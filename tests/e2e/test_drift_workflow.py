@@ -42,7 +42,9 @@ from tests.e2e.act import REPOSITORY, GitHub, Run, run_workflow
 from tests.e2e.conftest import Reproduction
 from tests.monitor.test_collect import feedback_lines, prediction_lines, write_log
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("workflows")]
+# Its own story in its own stand-in GitHub (the `github` fixture is per worker), so it may run
+# beside the pull request and release stories.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("drift-workflow")]
 
 BOT_TOKEN = "a-bot-token"
 ROWS = 2000  # predictions a night: above drift.min_rows
@@ -118,8 +120,8 @@ class Story:
 
 @pytest.fixture(scope="module")
 def story(github: GitHub, reproduced: tuple[Path, Reproduction]) -> Story:
-    pipeline, reproduction = reproduced
-    return Story(github, pipeline, reproduction.remote)
+    pipeline, _ = reproduced
+    return Story(github, pipeline, github.remote)
 
 
 # Deepchecks' HTML report is most of a drift check's time: the first run makes it, the others skip it.

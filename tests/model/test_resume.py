@@ -19,7 +19,9 @@ from gitml.paths import Paths
 from gitml.stages import train as train_stage
 from tests.conftest import TINY, copy_repo
 
-pytestmark = pytest.mark.slow  # four runs of `gitml train`, each mostly importing torch
+# Four runs of `gitml train`, each mostly importing torch. One worker runs the module, so that its
+# module-scoped runs happen once (pytest-xdist's loadgroup spreads ungrouped tests one by one).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("resume")]
 
 # Small batches make each epoch long enough (a fraction of a second) to be killed part-way; the
 # patience lets every epoch run; the dropout and the plateau scheduler are the defaults.

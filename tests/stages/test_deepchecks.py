@@ -20,6 +20,9 @@ from gitml.paths import Paths
 from gitml.stages import deepchecks
 from tests.conftest import copy_repo, toy_config
 
+# One worker runs the module, so that the suites run on the trained sample once (`trained`).
+pytestmark = pytest.mark.xdist_group("deepchecks")
+
 Report = ChecksFile
 Trained = tuple[Paths, Report]
 CATEGORIES = {"PASS", "WARN", "FAIL", "ERROR"}
