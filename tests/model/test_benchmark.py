@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -15,6 +16,19 @@ from tests.conftest import load_benchmark
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
     return load_benchmark("train_epoch")
+
+
+@pytest.fixture(autouse=True)
+def torch_state() -> Iterator[None]:
+    """The benchmark sets torch's threads and determinism for the whole process; a later training in
+    this test process must start from what it had (a model trained on other threads differs in its
+    last bits from one trained before)."""
+    import torch
+
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
 
 
 def test_training_benchmark_compares_like_with_like(bench: ModuleType, adult_sample: Paths, tmp_path: Path) -> None:
