@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from tests.test_packaging import closure
 
 BIN = Path(sys.executable).parent
 HERE = Path(__file__).resolve().parent
@@ -127,27 +126,6 @@ def step_env(home: Path, record_root: Path) -> dict[str, str]:
     return env
 
 
-def requirement_closure(name: str, extras: Iterable[str]) -> dict[str, metadata.Distribution]:
-    """Every distribution `pip install '<name>[<extras>]'` brings in, as installed here, by name (without `name`)."""
-    found: dict[str, metadata.Distribution] = {}
-    seen: set[tuple[str, frozenset[str]]] = set()
-    todo = [(canonicalize_name(name), frozenset(extras))]
-    while todo:
-        current, wanted = todo.pop()
-        if (current, wanted) in seen:
-            continue
-        seen.add((current, wanted))
-        dist = metadata.distribution(current)
-        if current != canonicalize_name(name):
-            found[current] = dist
-        for line in dist.requires or []:
-            requirement = Requirement(line)
-            marker = requirement.marker
-            if marker is None or any(marker.evaluate({"extra": extra}) for extra in wanted or {""}):
-                todo.append((canonicalize_name(requirement.name), frozenset(requirement.extras)))
-    return found
-
-
 def seed_venv(target: Path, extras: Iterable[str]) -> None:
     """A virtualenv holding what `pip install -e '.[<extras>]'` installs from the lock, and pip: what
     a self-hosted runner's kept GITML_VENV holds once a job installed it.
@@ -160,9 +138,8 @@ def seed_venv(target: Path, extras: Iterable[str]) -> None:
     """
     subprocess.run([sys._base_executable, "-m", "venv", "--without-pip", str(target)], check=True)  # type: ignore[attr-defined]
     prefix = Path(sys.prefix)
-    dists = requirement_closure("gitml", extras)
-    dists["pip"] = metadata.distribution("pip")
-    for dist in dists.values():
+    names = closure([f"gitml[{','.join(extras)}]"]) - {"gitml"} | {"pip"}
+    for dist in map(metadata.distribution, sorted(names)):
         for file in dist.files or []:
             source = Path(os.path.normpath(str(dist.locate_file(file))))
             if not source.is_file() or not source.is_relative_to(prefix):
