@@ -64,7 +64,8 @@ from torchmetrics.classification import BinaryAUROC
 
 from gitml.config import load_params
 from gitml.model.datamodule import TabularDataModule
-from gitml.model.lightning import TabularClassifier, build_network
+from gitml.model.lightning import TabularClassifier
+from gitml.model.network import build_network
 from gitml.paths import Paths
 from gitml.scratch import make_scratch_repo, scratch_env
 from gitml.stages.train import TrainConfig, build_trainer, training_callbacks, training_data

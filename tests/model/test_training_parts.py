@@ -13,8 +13,7 @@ import yaml
 from gitml.config import compose_params
 from gitml.errors import GitmlError
 from gitml.model.datamodule import TensorBatches
-from gitml.model.lightning import build_network
-from gitml.model.network import MLP
+from gitml.model.network import MLP, build_network
 from gitml.stages.train import TrainConfig
 from tests.conftest import params_section
 

@@ -12,8 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gitml import bundle
 from gitml.config import load_params
 from gitml.data.schema import DatasetSchema
+from gitml.data.split import load_split
 from gitml.errors import GitmlError
 from gitml.outputs import ChecksFile, Condition
 from gitml.paths import Paths
@@ -80,9 +82,11 @@ def test_performance_bias_covers_every_protected_attribute(trained: Trained) -> 
     schema = DatasetSchema.from_config(load_params(paths.params)["data"])
     checks = {c["check"] for c in report["conditions"] if c["suite"] == "performance_bias"}
     assert checks == {f"Performance Bias - {deepchecks.group_column(schema, c.name)}" for c in schema.protected_columns}
-    assert "Performance Bias - age (band)" in checks  # age is scored by its bands, not as a number
-    bias = outcome(report, "performance_bias", "Performance Bias - sex")
-    assert bias["condition"] == "Performance differences are bounded between -0.05 and inf."
+    for column in schema.protected_columns:  # a banded number is scored by its bands, not value by value
+        assert (f"Performance Bias - {column.name} (band)" in checks) == (column.bands is not None), column.name
+    for column in schema.protected_columns:
+        bias = outcome(report, "performance_bias", f"Performance Bias - {deepchecks.group_column(schema, column.name)}")
+        assert bias["condition"] == "Performance differences are bounded between -0.05 and inf."
     assert report["suites"]["performance_bias"]["checks"] == len(schema.protected_columns)
 
 
@@ -154,6 +158,7 @@ def test_a_second_run_replaces_the_reports_and_writes_the_same_results(trained: 
             r"\(did you mean 'max_feature_drift'\?\)",
         ),
         ({"model_evaluation": {"min_auroc": 1.5}}, r"min_auroc must be a number in \[0, 1\], got 1.5"),
+        ({"model_evaluation": {"weak_segment_features": 1}}, r"weak_segment_features must be a whole number >= 2"),
         ({"data_integrity": {"max_null_ratio": "10%"}}, r"data_integrity: max_null_ratio must be a number, got '10%'"),
         ({"performance_bias": {"scorer": "auc"}}, r"performance_bias: scorer 'auc' is not one of roc_auc"),
         ({"performance_bias": {"min_subgroup_size": 0}}, r"min_subgroup_size must be a whole number >= 1, got 0"),
@@ -168,6 +173,30 @@ def test_config_mistakes_name_the_key(trained: Trained, change: dict[str, Any], 
         deepchecks_cfg[key] = {**deepchecks_cfg[key], **value} if isinstance(value, dict) else value
     with pytest.raises(GitmlError, match=message):
         deepchecks.run(params, paths)
+
+
+def test_importance_is_the_exported_models_and_a_column_it_cannot_use_has_none(trained: Trained) -> None:
+    paths, _ = trained
+    schema = DatasetSchema.from_config(load_params(paths.params)["data"])
+    model = bundle.load(paths.models)
+    frame = load_split(paths, "test")
+    columns = deepchecks.data_columns(schema)[0]
+
+    importance = deepchecks.permutation_importance(model, schema, frame, columns, 1000, 0)
+    assert sorted(importance.index) == sorted(columns)
+    assert importance.sum() == pytest.approx(1.0)
+    assert (importance >= 0).all()
+    for name in set(columns) - set(model.spec.input_columns):  # a protected attribute the model does not take
+        assert importance[name] == 0
+    again = deepchecks.permutation_importance(model, schema, frame, columns, 1000, 0)
+    assert again.equals(importance)  # the seed decides the rows and the shuffles
+
+    # The most important column held at one value: shuffling it changes no score.
+    top = str(importance.idxmax())
+    frame[top] = frame[top].iloc[0]
+    held = deepchecks.permutation_importance(model, schema, frame, columns, 1000, 0)
+    assert held[top] == 0
+    assert held.sum() == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("name", ["model.onnx", "preprocess.json", "threshold.json"])

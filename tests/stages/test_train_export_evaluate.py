@@ -157,6 +157,38 @@ def test_parity_check_fails_the_stage_when_the_graph_is_wrong(
     assert report["max_abs_diff"] > 1e-3
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            "truncated",
+            r"model.ckpt: not readable as a checkpoint the train stage writes \(\w+\)\. Re-run `dvc repro train`",
+        ),
+        ("no weights", r"model.ckpt: holds no 'state_dict'; not a checkpoint the train stage writes"),
+        ("other network", r"model.ckpt: not readable as a checkpoint the train stage writes \(RuntimeError\)"),
+    ],
+)
+def test_a_damaged_checkpoint_is_named_with_the_stage_to_rerun(
+    trained: Trained, fresh_copy: Fresh, damage: str, message: str
+) -> None:
+    paths = fresh_copy()
+    paths.models.mkdir(parents=True, exist_ok=True)
+    (paths.models / "preprocess.json").write_bytes((trained[0].models / "preprocess.json").read_bytes())
+    good = trained[0].checkpoint.read_bytes()
+    if damage == "truncated":
+        paths.checkpoint.write_bytes(good[: len(good) // 2])
+    else:
+        checkpoint = torch.load(trained[0].checkpoint, map_location="cpu", weights_only=True)
+        if damage == "no weights":
+            del checkpoint["state_dict"]
+        else:  # weights of a network with other layer widths than its config says
+            checkpoint["hyper_parameters"]["model"]["hidden"] = [7]
+        torch.save(checkpoint, paths.checkpoint)
+    with pytest.raises(GitmlError, match=message):
+        export.run(load_params(paths.params), paths)
+    assert not paths.onnx.exists()
+
+
 def test_reweighing_and_class_weight_change_training(fresh_copy: Fresh) -> None:
     paths = fresh_copy("train.reweigh.enabled=true", "train.class_weight=balanced", "trainer.max_epochs=1")
     report = train.run(load_params(paths.params), paths)

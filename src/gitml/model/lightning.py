@@ -9,18 +9,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from torch import nn
 from torchmetrics.classification import BinaryAUROC
 
-# Keys of a model config that configure training, not the network's constructor.
-TRAINING_KEYS = ("optimizer", "scheduler")
-
-
-def build_network(model: Mapping[str, Any], in_features: int) -> nn.Module:
-    """Instantiate the network a model config names with `_target_`."""
-    network = {k: v for k, v in model.items() if k not in TRAINING_KEYS}
-    built: nn.Module = instantiate(network, in_features=in_features, _convert_="all")
-    return built
+from gitml.model.network import build_network
 
 
 class TabularClassifier(L.LightningModule):
@@ -85,14 +76,3 @@ class TabularClassifier(L.LightningModule):
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": self.monitor},
         }
-
-
-class Probability(nn.Module):
-    """What is exported: the network followed by a sigmoid, (batch, features) -> (batch,)."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.network(features))

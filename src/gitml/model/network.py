@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,3 +51,27 @@ class MLP(nn.Module):
         """Logits, shape (batch,)."""
         logits: torch.Tensor = self.layers(x).squeeze(-1)
         return logits
+
+
+# Keys of a model config that configure training, not the network's constructor.
+TRAINING_KEYS = ("optimizer", "scheduler")
+
+
+def build_network(model: Mapping[str, Any], in_features: int) -> nn.Module:
+    """Instantiate the network a model config names with `_target_`."""
+    from hydra.utils import instantiate
+
+    network = {k: v for k, v in model.items() if k not in TRAINING_KEYS}
+    built: nn.Module = instantiate(network, in_features=in_features, _convert_="all")
+    return built
+
+
+class Probability(nn.Module):
+    """What is exported: the network followed by a sigmoid, (batch, features) -> (batch,)."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.network(features))

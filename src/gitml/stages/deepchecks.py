@@ -8,7 +8,10 @@ reports/deepchecks.json, which the gate reads:
   performance_bias       the model's score in each group of each protected attribute, on test
 
 Deepchecks gets the model as its scores (static predictions), never as an object: given a model it
-would compute permutation feature importance first, minutes on a CPU. So the checks that need the
+would compute permutation feature importance first, minutes on a CPU. The stage computes that
+importance itself with the exported model in the ONNX runtime (permutation_importance, under a
+second) and hands it over: Feature Drift ranks the columns by it and the weak-segment search takes
+the most important ones. So the checks that need the
 model object (Boosting Overfit, Unused Features, Model Inference Time) are left out, as are those
 that need a date or index column and those that ingest already guarantees through the dataset
 schema (string variants, special characters, mixed types and nulls, unknown labels). Every check
@@ -72,10 +75,17 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "min_gain_over_tree",
         "max_weak_segment_drop",
         "weak_segment_rows",
+        "weak_segment_features",
     ),
     "performance_bias": ("scorer", "min_subgroup_size", "max_drop"),
 }
-MINIMUM = {"max_correlated_pairs": 0, "min_test_rows": 1, "weak_segment_rows": 100, "min_subgroup_size": 1}
+MINIMUM = {
+    "max_correlated_pairs": 0,
+    "min_test_rows": 1,
+    "weak_segment_rows": 100,
+    "weak_segment_features": 2,
+    "min_subgroup_size": 1,
+}
 CHOICES = {"scorer": SCORERS}
 
 
@@ -217,9 +227,10 @@ def build_suites(config: Mapping[str, Any], group_columns: Sequence[str]) -> dic
             dc.SimpleModelComparison(strategy="tree", random_state=seed).add_condition_gain_greater_than(
                 me["min_gain_over_tree"]
             ),
-            # Without feature importance it searches every pair of columns; the row sample bounds its time.
+            # It fits trees on every pair of the most important features (permutation_importance):
+            # the feature count bounds the pairs, the row sample each fit.
             dc.WeakSegmentsPerformance(
-                n_top_features=None, n_samples=me["weak_segment_rows"], random_state=seed
+                n_top_features=me["weak_segment_features"], n_samples=me["weak_segment_rows"], random_state=seed
             ).add_condition_segments_relative_performance_greater_than(me["max_weak_segment_drop"]),
         ),
         "performance_bias": Suite(
@@ -232,6 +243,48 @@ def build_suites(config: Mapping[str, Any], group_columns: Sequence[str]) -> dic
             ),
         ),
     }
+
+
+def permutation_importance(
+    bundle: Any, schema: DatasetSchema, frame: pd.DataFrame, columns: Sequence[str], rows: int, seed: int
+) -> pd.Series:  # type: ignore[type-arg]
+    """Each checked column's share of the model's permutation importance on `rows` rows of `frame`.
+
+    A column's importance is how much the exported model's log loss rises when that column's
+    values are shuffled among the rows (three shuffles, averaged; a rise below zero counts as
+    none); a column the model does not take has none. Scored with the ONNX runtime, well under a
+    second, where Deepchecks, given only the scores, would spend seconds permuting a stand-in
+    model that cannot respond to a shuffle. Equal shares if no column matters.
+    """
+    rng = np.random.default_rng(seed)
+    if len(frame) > rows:
+        frame = frame.iloc[np.sort(rng.choice(len(frame), rows, replace=False))]
+    frame = frame.reset_index(drop=True)
+    y = labels(schema, frame[schema.label.name].to_numpy())
+
+    def log_loss(sample: pd.DataFrame) -> float:
+        p = np.clip(
+            runtime.run(bundle.session, matrices(bundle.spec, schema, sample)[0]).astype(np.float64), 1e-7, 1 - 1e-7
+        )
+        return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+    base = log_loss(frame)
+    inputs = set(bundle.spec.input_columns)
+    rises = {}
+    for name in columns:
+        if name not in inputs:
+            rises[name] = 0.0
+            continue
+        shuffled = frame.copy()
+        total = 0.0
+        for _ in range(3):
+            shuffled[name] = frame[name].to_numpy()[rng.permutation(len(frame))]
+            total += log_loss(shuffled) - base
+        rises[name] = max(total / 3, 0.0)
+    importance = pd.Series(rises, dtype=np.float64)
+    if importance.sum() <= 0:
+        return pd.Series(1.0 / len(columns), index=list(columns))
+    return importance / importance.sum()
 
 
 def every_group_performance_bias() -> type[Any]:
@@ -326,6 +379,10 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> ChecksFile:
         data = datasets(schema, frames)
         group_columns = [group_column(schema, c.name) for c in schema.protected_columns]
         suites = build_suites(config, group_columns)
+        me = config["model_evaluation"]
+        importance = permutation_importance(
+            bundle, schema, frames["test"], data_columns(schema)[0], me["weak_segment_rows"], config["random_state"]
+        )
         both = {
             "model_classes": [negative, positive],
             "y_proba_train": proba["train"],
@@ -335,9 +392,11 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> ChecksFile:
         }
         results = {
             "data_integrity": suites["data_integrity"].run(data["train"][0]),
-            "train_test_validation": suites["train_test_validation"].run(data["train"][0], data["test"][0]),
+            "train_test_validation": suites["train_test_validation"].run(
+                data["train"][0], data["test"][0], feature_importance=importance
+            ),
             "model_evaluation": suites["model_evaluation"].run(
-                data["train"][0], data["test"][0], run_single_dataset="Test", **both
+                data["train"][0], data["test"][0], run_single_dataset="Test", feature_importance=importance, **both
             ),
             # One dataset (test), which Deepchecks takes in the train position.
             "performance_bias": suites["performance_bias"].run(

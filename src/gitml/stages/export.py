@@ -9,6 +9,7 @@ belong to the model.
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,16 +27,36 @@ from gitml.data.features import PreprocessSpec, matrices
 from gitml.data.split import load_split
 from gitml.errors import GitmlError
 from gitml.io import write_json
-from gitml.model.lightning import Probability, TabularClassifier
+from gitml.model.network import Probability, build_network
 from gitml.paths import Paths
 
 
-def load_model(paths: Paths) -> TabularClassifier:
+def load_network(paths: Paths) -> tuple[torch.nn.Module, int]:
+    """The trained network and its input width, from the train stage's Lightning checkpoint.
+
+    The checkpoint holds the model config (its hyperparameters) and the weights under `network.`;
+    they are read with torch alone, without importing Lightning, which would be most of the stage's
+    time.
+    """
     if not paths.checkpoint.is_file():
         raise GitmlError(f"{paths.checkpoint}: not found; run the train stage first (dvc repro train).")
-    module = TabularClassifier.load_from_checkpoint(str(paths.checkpoint), map_location="cpu")
-    module.eval()
-    return module
+    try:
+        checkpoint = torch.load(paths.checkpoint, map_location="cpu", weights_only=True)
+        hparams = checkpoint["hyper_parameters"]
+        network = build_network(hparams["model"], int(hparams["in_features"]))
+        prefix = "network."
+        weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
+        network.load_state_dict(weights)
+    except KeyError as exc:
+        raise GitmlError(
+            f"{paths.checkpoint}: holds no {exc}; not a checkpoint the train stage writes. Re-run `dvc repro train`."
+        ) from exc
+    except (OSError, EOFError, RuntimeError, TypeError, ValueError, pickle.UnpicklingError) as exc:
+        raise GitmlError(
+            f"{paths.checkpoint}: not readable as a checkpoint the train stage writes ({type(exc).__name__}). "
+            "Re-run `dvc repro train`."
+        ) from exc
+    return network.eval(), int(hparams["in_features"])
 
 
 def export_onnx(model: torch.nn.Module, width: int, path: Path, opset: int, metadata: Mapping[str, str]) -> None:
@@ -106,13 +127,13 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     opset, tolerance = read_config(section(cfg, "export", paths.params), source)
     schema = dataset_schema(cfg, paths.params)
     spec = PreprocessSpec.load(paths.preprocess)
-    module = load_model(paths)
-    if module.hparams["in_features"] != spec.width:
+    network, width = load_network(paths)
+    if width != spec.width:
         raise GitmlError(
-            f"{paths.checkpoint} takes {module.hparams['in_features']} inputs but {paths.preprocess} gives "
+            f"{paths.checkpoint} takes {width} inputs but {paths.preprocess} gives "
             f"{spec.width}; they come from different runs. Re-run `dvc repro train`."
         )
-    model = Probability(module.network).eval()
+    model = Probability(network).eval()
     metadata = {
         "gitml.dataset": spec.dataset,
         SPEC_KEY: spec.sha256,
