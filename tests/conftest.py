@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import fcntl
 import functools
 import importlib.util
+import json
 import random
 import shutil
 import subprocess
@@ -286,10 +288,30 @@ def copy_repo(paths: Paths, parent: Path) -> Paths:
     return Paths(root)
 
 
+def once_per_run(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """The folder `name`, made by `build(folder)` once per test run, not once per pytest-xdist worker.
+
+    The first worker to ask builds it in the run's temporary folder, which every worker shares;
+    the others wait for it and read it. Read, never changed: a test that writes copies it first.
+    """
+    shared = factory.getbasetemp()
+    if shared.name.startswith("popen-gw"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    folder = shared / name
+    with (shared / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / f"{name}.done").is_file():
+            shutil.rmtree(folder, ignore_errors=True)  # what a worker that failed half-way left
+            folder.mkdir()
+            build(folder)
+            (shared / f"{name}.done").touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def adult_sample(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Paths:
-    """Ingest and split run once; each test copies the result with `fresh_copy`."""
-    return make_repo(repo, tmp_path_factory.mktemp("adult-sample"), TINY)
+    """Ingest and split run once per test run; each test copies the result with `fresh_copy`."""
+    return Paths(once_per_run(tmp_path_factory, "sample", lambda root: make_repo(repo, root, TINY)))
 
 
 @pytest.fixture
@@ -320,7 +342,13 @@ def train_export_evaluate(paths: Paths) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="session")
 def trained_sample(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """train -> export -> evaluate on the sample, once for the whole suite: the model bundle and the
-    stages' reports. Tests that write into it take a `copy_repo` of it first."""
-    paths = copy_repo(adult_sample, tmp_path_factory.mktemp("trained"))
-    return paths, train_export_evaluate(paths)
+    """train -> export -> evaluate on the sample, once for the whole test run: the model bundle and
+    the stages' reports. Tests that write into it take a `copy_repo` of it first."""
+
+    def build(root: Path) -> None:
+        paths = copy_repo(adult_sample, root)
+        (root / "reports.json").write_text(json.dumps({"root": paths.root.name, **train_export_evaluate(paths)}))
+
+    root = once_per_run(tmp_path_factory, "trained", build)
+    reports = json.loads((root / "reports.json").read_text())
+    return Paths(root / reports.pop("root")), reports

@@ -37,8 +37,9 @@ def test_the_manifest_records_each_file_the_data_the_params_and_the_metrics(trai
     params = load_params(paths.params)
     assert manifest["params_sha256"] == bundle.params_sha256(params)
     assert manifest["schema"] == params["data"]
-    assert (manifest["dataset"], manifest["label"]) == (params["data"]["name"], "income")
-    assert (manifest["negative_class"], manifest["positive_class"]) == ("<=50K", ">50K")
+    schema = dataset_schema(params, paths.params)
+    assert (manifest["dataset"], manifest["label"]) == (schema.name, schema.label.name)
+    assert (manifest["negative_class"], manifest["positive_class"]) == bundle.classes(schema)
     metrics = reports["evaluate"]
     assert manifest["metrics"]["threshold"] == metrics["threshold"]["value"]
     assert manifest["metrics"]["auroc"] == metrics["test"]["auroc"]

@@ -249,7 +249,10 @@ def run_workflow(
     gh.runs += 1
     record = gh.root / "records" / f"run-{gh.runs}"
     record.mkdir(parents=True)
-    clone = gh.root / f"runner-{gh.runs}"
+    # One workspace path for every run, as a self-hosted runner has (_work/<repo>/<repo>): its kept
+    # virtualenv already points gitml there, and `make install` changes nothing.
+    clone = gh.root / "runner"
+    shutil.rmtree(clone, ignore_errors=True)
     gh.git(gh.root, "clone", "-q", ORIGIN_URL, str(clone))
     gh.git(clone, "fetch", "-q", "origin", sha)
     gh.git(clone, "checkout", "-q", "--detach", sha)

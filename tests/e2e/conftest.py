@@ -8,7 +8,6 @@ after `make run`, commit and `dvc push`.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from gitml.scratch import make_scratch_repo, scratch_env
+from tests.conftest import once_per_run
 from tests.e2e.act import GitHub, make_github, seed_venv
 
 
@@ -69,22 +69,10 @@ def reproduce(repo: Path, root: Path) -> tuple[Path, Reproduction]:
 
 
 @pytest.fixture(scope="session")
-def reproduced(repo: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, Reproduction]:
-    """A git + DVC repository holding the pipeline's files, reproduced once and pushed; read, never changed.
-
-    Once per test run, not per pytest-xdist worker: the first worker to ask reproduces it in the
-    run's temporary folder, which every worker shares, and the others wait for it and read it.
-    """
-    shared = tmp_path_factory.getbasetemp()
-    if worker_id != "master":
-        shared = shared.parent  # the run's folder, above each worker's own
-    root = shared / "reproduced"
-    with (shared / "reproduced.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (root / "done").is_file():
-            shutil.rmtree(root, ignore_errors=True)  # what a worker that failed half-way left
-            reproduce(repo, root)
-            (root / "done").touch()
+def reproduced(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Reproduction]:
+    """A git + DVC repository holding the pipeline's files, reproduced once per test run and pushed
+    (shared by the pytest-xdist workers); read, never changed."""
+    root = once_per_run(tmp_path_factory, "reproduced", lambda root: reproduce(repo, root))
     return root / "pipeline", Reproduction(root / "tracked", root / "remote")
 
 

@@ -1,5 +1,5 @@
 """A sweep: experiments queued with `dvc exp run --queue -S` and run by `dvc queue start`, on a small
-sample of Adult in a scratch git + DVC repository."""
+sample of the dataset conf/ selects, in a scratch git + DVC repository."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
+from gitml.data.schema import DatasetSchema
 from gitml.scratch import make_scratch_repo
 from tests.e2e.conftest import run
 
 pytestmark = pytest.mark.slow
 
-# The first lines of each raw file, and few epochs: each experiment trains for a second or two.
-RAW_ROWS = {"adult.data.gz": 3000, "adult.test.gz": 1200}
+# The first rows of each raw file, and few epochs: each experiment trains for a second or two.
+RAW_ROWS = 2500
 EPOCHS = 3
 SEEDS = (1, 2)
 
@@ -40,10 +41,14 @@ def sample(repo: Path, tmp_path: Path) -> Path:
     work = tmp_path / "repo"
     work.mkdir()
     make_scratch_repo(repo, work)
-    for name, rows in RAW_ROWS.items():
-        path = work / "data" / "raw" / name
-        lines = gzip.decompress(path.read_bytes()).splitlines(keepends=True)[:rows]
-        path.write_bytes(gzip.compress(b"".join(lines), mtime=0))
+    raw = DatasetSchema.from_config(yaml.safe_load((work / "params.yaml").read_text())["data"]).raw
+    for entry in raw.files:  # whatever files the dataset config names, compressed or not
+        keep = entry.skip_rows + int(raw.header_of(entry)) + RAW_ROWS
+        for path in sorted(work.glob(entry.path)):
+            zipped = path.read_bytes()[:2] == b"\x1f\x8b"
+            text = gzip.decompress(path.read_bytes()) if zipped else path.read_bytes()
+            head = b"".join(text.splitlines(keepends=True)[:keep])
+            path.write_bytes(gzip.compress(head, mtime=0) if zipped else head)
     edit_yaml(work / "conf" / "config.yaml", {"split": {"reference_rows": 500}})
     edit_yaml(work / "conf" / "trainer" / "default.yaml", {"accelerator": "cpu", "max_epochs": EPOCHS})
     run(work, "git", "commit", "-qam", "a small sample")

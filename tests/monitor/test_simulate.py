@@ -22,6 +22,18 @@ from gitml.errors import GitmlError
 from gitml.monitor.simulate import COMMANDS
 from gitml.paths import Paths
 from gitml.serve.predlog import FEEDBACK, PREDICTIONS, labelled, predictions, read_lines
+from tests.logs.conftest import request_field, served_schema
+
+
+def numeric_field(paths: Paths) -> str:
+    """A request field the log keeps as a number (a shift moves its mean)."""
+    schema = served_schema(paths)
+    return request_field(schema, "numeric", lambda c: c.output_dtype in ("integer", "float")).name
+
+
+def categorical_field(paths: Paths) -> str:
+    """A request field the log keeps as a category (a category never declared is rejected)."""
+    return request_field(served_schema(paths), "categorical", lambda c: c.output_dtype == "categorical").name
 
 
 def simulate(paths: Paths, *argv: str) -> str:
@@ -44,9 +56,14 @@ def logged(server: Any) -> tuple[pd.DataFrame, pd.DataFrame]:
 def test_replayed_rows_are_logged_and_their_feedback_joins_them(
     served: Paths, start_server: Any, tmp_path: Path
 ) -> None:
-    """Labels made a function of age: a label joined to the wrong prediction would break it."""
+    """Labels made a function of a numeric field: a label joined to the wrong prediction would break it."""
+    schema = served_schema(served)
+    field, label = numeric_field(served), schema.label
+    positive = schema.positive_class
+    negative = next(c for c in label.categories or () if c != positive)
     rows = pd.read_parquet(served.split_file("test"))
-    rows["income"] = np.where(rows["age"] >= 40, ">50K", "<=50K")
+    cut = rows[field].median()
+    rows[label.name] = np.where(rows[field] >= cut, positive, negative)
     source = tmp_path / "rows.csv"
     rows.to_csv(source, index=False)  # a CSV: categories and missing values come back from text
     server = start_server(served.root)
@@ -63,9 +80,9 @@ def test_replayed_rows_are_logged_and_their_feedback_joins_them(
     assert set(sent["index"]) == set(range(25))
     assert len(joined) == 200
     assert set(joined["request_id"]) <= set(sent["request_id"])
-    assert ((joined["age"] >= 40) == (joined["label"] == ">50K")).all()
-    assert set(sent.columns) >= set(rows.columns) - {"income"}  # every request field, and no label
-    assert "income" not in sent.columns
+    assert ((joined[field] >= cut) == (joined["label"] == positive)).all()
+    assert set(sent.columns) >= set(rows.columns) - {label.name}  # every request field, and no label
+    assert label.name not in sent.columns
 
     answered = {
         entry["request_id"]: datetime.fromisoformat(entry["time"]) for entry in read_lines(server.log_dir, PREDICTIONS)
@@ -76,30 +93,32 @@ def test_replayed_rows_are_logged_and_their_feedback_joins_them(
 
 
 def test_rows_with_a_new_category_are_rejected_and_counted(served: Paths, start_server: Any) -> None:
+    field = categorical_field(served)
     server = start_server(served.root)
     line = simulate(
         served, "--url", server.url, "--rows", "200", "--batch", "1", "--feedback-share", "1",
-        "--scenario", "new-category:occupation=0.05",
+        "--scenario", f"new-category:{field}=0.05",
     )  # fmt: skip
     assert "190 answered, 10 rejected (10 requests: HTTP 422 x10); 190 labels sent as feedback" in line
     sent, joined = logged(server)
     assert len(sent) == len(joined) == 190
-    assert "occupation-new" not in set(sent["occupation"])
+    assert f"{field}-new" not in set(sent[field].dropna())
 
 
 def test_a_shift_moves_the_logged_column(served: Paths, start_server: Any) -> None:
+    field = numeric_field(served)
     test = pd.read_parquet(served.split_file("test"))
     server = start_server(served.root)
     line = simulate(
         served, "--url", server.url, "--rows", "1000", "--batch", "50", "--feedback-share", "0",
-        "--scenario", "shift:age=0.5",
+        "--scenario", f"shift:{field}=0.5",
     )  # fmt: skip
-    assert "scenario shift:age=0.5" in line
+    assert f"scenario shift:{field}=0.5" in line
     assert "1,000 answered, 0 rejected; 0 labels sent" in line
     sent, joined = logged(server)
     assert len(sent) == 1000
     assert joined.empty
-    moved = (sent["age"].mean() - test["age"].mean()) / test["age"].std(ddof=0)
+    moved = (sent[field].mean() - test[field].mean()) / test[field].std(ddof=0)
     assert 0.35 < moved < 0.65
 
 
@@ -128,7 +147,6 @@ def test_a_stopped_server_is_a_clear_error(served: Paths, start_server: Any) -> 
         (["--concurrency", "0"], "--concurrency must be at least 1"),
         (["--feedback-share", "1.5"], "--feedback-share is a share of the predictions, from 0 to 1, not 1.5"),
         (["--feedback-delay", "-1"], "--feedback-delay is seconds, 0 or more, not -1"),
-        (["--scenario", "shift:ag=0.4"], "no field 'ag' (did you mean 'age'?)"),
         (["--from", "nowhere.csv"], "nowhere.csv: not found; pass a CSV or Parquet file"),
     ],
 )
@@ -138,10 +156,17 @@ def test_arguments_are_checked_before_anything_is_sent(served: Paths, argv: list
     assert message in str(caught.value)
 
 
+def test_a_misspelt_field_is_named_with_the_one_meant(served: Paths) -> None:
+    field = numeric_field(served)
+    with pytest.raises(GitmlError, match=rf"no field '{field}x' \(did you mean '{field}'\?\)"):
+        simulate(served, "--url", "http://127.0.0.1:9", "--scenario", f"shift:{field}x=0.4")
+
+
 def test_rows_without_the_request_fields_are_refused(served: Paths, tmp_path: Path) -> None:
+    field, label = numeric_field(served), served_schema(served).label.name
     source = tmp_path / "rows.parquet"
-    pd.read_parquet(served.split_file("test")).drop(columns=["age", "income"]).to_parquet(source)
-    with pytest.raises(GitmlError, match=r"rows.parquet: lacks the columns age, income; a row needs the request"):
+    pd.read_parquet(served.split_file("test")).drop(columns=[field, label]).to_parquet(source)
+    with pytest.raises(GitmlError, match=rf"rows.parquet: lacks the columns {field}, {label}; a row needs the request"):
         simulate(served, "--url", "http://127.0.0.1:9", "--from", str(source))
 
 

@@ -13,6 +13,7 @@ import pytest
 
 from gitml.paths import Paths
 from tests.conftest import REPO
+from tests.logs.conftest import served_label
 from tests.serve.conftest import Server, request_records
 
 pytestmark = pytest.mark.slow
@@ -72,7 +73,8 @@ def test_the_server_runs_from_the_serve_only_install(serve_venv: Path, served: P
         assert client.post("/predict", json=records[0]).status_code == 200
         batch = client.post("/predict", json=records[:20]).json()
         assert len(batch["predictions"]) == 20
-        assert client.post("/feedback", json={"request_id": batch["request_id"], "label": ">50K"}).status_code == 202
+        feedback = {"request_id": batch["request_id"], "label": served_label(served)}
+        assert client.post("/feedback", json=feedback).status_code == 202
         assert client.get("/metrics").status_code == 200
         assert client.get("/openapi.json").status_code == 200
         assert client.get("/docs").status_code == 200
