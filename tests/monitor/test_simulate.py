@@ -22,18 +22,13 @@ from gitml.errors import GitmlError
 from gitml.monitor.simulate import COMMANDS
 from gitml.paths import Paths
 from gitml.serve.predlog import FEEDBACK, PREDICTIONS, labelled, predictions, read_lines
-from tests.logs.conftest import request_field, served_schema
+from tests.logs.conftest import categorical_field, request_field, served_schema
 
 
 def numeric_field(paths: Paths) -> str:
     """A request field the log keeps as a number (a shift moves its mean)."""
     schema = served_schema(paths)
     return request_field(schema, "numeric", lambda c: c.output_dtype in ("integer", "float")).name
-
-
-def categorical_field(paths: Paths) -> str:
-    """A request field the log keeps as a category (a category never declared is rejected)."""
-    return request_field(served_schema(paths), "categorical", lambda c: c.output_dtype == "categorical").name
 
 
 def simulate(paths: Paths, *argv: str) -> str:
@@ -93,7 +88,7 @@ def test_replayed_rows_are_logged_and_their_feedback_joins_them(
 
 
 def test_rows_with_a_new_category_are_rejected_and_counted(served: Paths, start_server: Any) -> None:
-    field = categorical_field(served)
+    field = categorical_field(served_schema(served))  # a category it never declared is rejected
     server = start_server(served.root)
     line = simulate(
         served, "--url", server.url, "--rows", "200", "--batch", "1", "--feedback-share", "1",

@@ -43,7 +43,8 @@ def load_network(paths: Paths) -> tuple[torch.nn.Module, int]:
     try:
         checkpoint = torch.load(paths.checkpoint, map_location="cpu", weights_only=True)
         hparams = checkpoint["hyper_parameters"]
-        network = build_network(hparams["model"], int(hparams["in_features"]))
+        width = int(hparams["in_features"])
+        network = build_network(hparams["model"], width)
         prefix = "network."
         weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         network.load_state_dict(weights)
@@ -56,7 +57,7 @@ def load_network(paths: Paths) -> tuple[torch.nn.Module, int]:
             f"{paths.checkpoint}: not readable as a checkpoint the train stage writes ({type(exc).__name__}). "
             "Re-run `dvc repro train`."
         ) from exc
-    return network.eval(), int(hparams["in_features"])
+    return network.eval(), width
 
 
 def export_onnx(model: torch.nn.Module, width: int, path: Path, opset: int, metadata: Mapping[str, str]) -> None:
