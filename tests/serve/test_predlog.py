@@ -245,8 +245,13 @@ def test_an_idle_stream_closes_its_file_once_it_is_old(open_log: Callable[..., P
     [path] = log_files(tmp_path / "log", PREDICTIONS)
 
     def open_here() -> bool:
-        fds = Path("/proc/self/fd")
-        return any(os.path.realpath(fd) == str(path) for fd in fds.iterdir() if fd.is_symlink())
+        targets = []
+        for fd in Path("/proc/self/fd").iterdir():
+            try:
+                targets.append(os.readlink(fd))
+            except FileNotFoundError:  # another thread closed it between the listing and the read
+                continue
+        return str(path) in targets
 
     closed = path.with_name(path.name.removesuffix(".open"))
     # Closed (fsynced, and renamed from .jsonl.open) with no further writes, so it can be shipped.
