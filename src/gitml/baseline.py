@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ARTIFACT = "model"
+PARAMS = "params.yaml"
 PROD_STAGE = "prod"
 MAIN = "main"
 
@@ -124,3 +128,41 @@ def stage_baseline(root: Path, artifact: str = ARTIFACT, stage: str = PROD_STAGE
 def champion(root: Path, artifact: str = ARTIFACT, stage: str = PROD_STAGE, branch: str = MAIN) -> Baseline:
     """The production model if GTO has one in `stage`, else the tip of `branch`, else none."""
     return stage_baseline(root, artifact, stage) or branch_baseline(root, branch)
+
+
+def problem(params: Mapping[str, Any]) -> tuple[str, str, str]:
+    """What a model predicts: (dataset name, label column, positive class), from params.yaml's `data`."""
+    data = params.get("data")
+    data = data if isinstance(data, Mapping) else {}
+    columns = data.get("columns")
+    columns = columns if isinstance(columns, Mapping) else {}
+    label = next((str(n) for n, c in columns.items() if isinstance(c, Mapping) and c.get("role") == "label"), "?")
+    spec = columns.get(label)
+    positive = str(spec.get("positive", "?")) if isinstance(spec, Mapping) else "?"
+    return str(data.get("name", "?")), label, positive
+
+
+def describe(found: tuple[str, str, str]) -> str:
+    name, label, positive = found
+    return f"dataset '{name}' ({label} = {positive})"
+
+
+def incomparable(params: Mapping[str, Any], baseline: Baseline) -> str | None:
+    """Why `baseline`'s model cannot be compared with one trained on `params`, or None when it can.
+
+    A model of another dataset, label or positive class answers another question: its metrics
+    say nothing about this one (a far lower AUROC on another problem is no regression). Where the
+    baseline's params.yaml cannot be read, nothing says it differs, so it compares.
+    """
+    if not baseline.exists:
+        return None
+    try:
+        theirs = yaml.safe_load(baseline.read_text(PARAMS) or "")
+    except yaml.YAMLError:
+        return None
+    if not isinstance(theirs, Mapping):
+        return None
+    ours, before = problem(params), problem(theirs)
+    if ours == before:
+        return None
+    return f"{baseline.description} was trained on {describe(before)}, this model on {describe(ours)}"

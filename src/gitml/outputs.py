@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypedDict, TypeVar, cast
+from typing import Any, Generic, NotRequired, TypedDict, TypeVar, cast
 
 from gitml.errors import GitmlError
 from gitml.io import write_json
@@ -68,6 +68,7 @@ class Condition(TypedDict):
     condition: str
     category: str  # PASS, WARN, FAIL or ERROR
     details: str
+    setting: NotRequired[str | None]  # gates.deepchecks.<suite>.<key> that sets its limit
 
 
 class ChecksFile(TypedDict):

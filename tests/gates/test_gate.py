@@ -325,8 +325,25 @@ def test_the_gate_writes_every_check_and_passes_the_committed_model(
     fairness = [c["name"] for c in report["checks"] if c["kind"] == "fairness"]
     assert fairness == [f"fairness/{a}/{m}" for a, ms in configured.items() for m in ms]
     for check in report["checks"]:
-        assert set(check) == {"name", "kind", "value", "threshold", "passed", "reason", "warning", "interval"}
+        assert set(check) == {
+            "name",
+            "kind",
+            "value",
+            "threshold",
+            "passed",
+            "reason",
+            "warning",
+            "interval",
+            "setting",
+        }
         assert check["reason"]
+        if check["kind"] in ("fairness", "champion"):  # the params.yaml key that sets the limit
+            _, attribute, *metric = check["name"].split("/")
+            if check["kind"] == "fairness":
+                assert check["setting"] == configured[attribute][metric[0]]["setting"]
+                assert f".{metric[0]}." in check["setting"]
+            else:
+                assert check["setting"].startswith("gates.champion.")
     assert report["verdict"] == "pass"
     assert report["champion"]["source"] == "none"
     assert main(["--root", str(gate_repo.root), "gate", "--check"]) == 0

@@ -248,7 +248,7 @@ def test_an_idle_stream_closes_its_file_once_it_is_old(open_log: Callable[..., P
         targets = []
         for fd in Path("/proc/self/fd").iterdir():
             try:
-                targets.append(os.readlink(fd))
+                targets.append(str(fd.readlink()))
             except FileNotFoundError:  # another thread closed it between the listing and the read
                 continue
         return str(path) in targets

@@ -81,7 +81,6 @@ def test_categorical_dtypes_survive(ingested: Paths) -> None:
         ({"stratify": ["segmnt"]}, "split.stratify names segmnt"),
         ({"stratify": "segmnt"}, "split.stratify names segmnt"),
         ({"stratify": []}, r"split: stratify must name at least one column, e.g. the label: \[churned\]"),
-        ({"stratify": None}, r"split: 'stratify' must be a list of strings, got null"),
         ({"reference_rows": 0}, r"reference_rows must be a whole number >= 1, got 0"),
         ({"seed": "abc"}, r"seed must be a whole number >= 0, got 'abc'"),
         ({"sed": 3}, r"params.yaml: split: unknown key 'sed' \(did you mean 'seed'\?\)"),
@@ -94,6 +93,11 @@ def test_bad_split_config(ingested: Paths, changes: dict[str, Any], message: str
 
 def test_one_column_to_stratify_on_may_be_named_alone(ingested: Paths) -> None:
     assert run_split(ingested, stratify="churned")["stratify"] == ["churned"]
+
+
+def test_no_stratify_columns_stratify_on_the_label_alone(ingested: Paths) -> None:
+    # The generic default (conf/config.yaml): any dataset's label, whatever its name.
+    assert run_split(ingested, stratify=None)["stratify"] == ["churned"]
 
 
 @pytest.mark.parametrize("key", sorted(SPLIT_CFG))

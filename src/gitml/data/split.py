@@ -36,6 +36,8 @@ class SplitConfig:
         if abs(sum(f for f in fractions.values() if f) - 1) > 1e-9:
             shares.fail(f"the shares must add up to 1, got {dict(shares.mapping)}")
         named = reader.required("stratify")
+        if named is None:  # null: the label alone
+            named = [label]
         one = [named] if isinstance(named, str) else named  # one column's name alone is a list of one
         stratify = ConfigReader(source, "split", {"stratify": one}, {"stratify"}).strings("stratify")
         if not stratify:

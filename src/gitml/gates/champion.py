@@ -9,7 +9,7 @@ fairness gap (or narrow a gated ratio) by more than `fairness_tolerance`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +57,24 @@ def champion_checks(
     candidate: Mapping[str, Any],
     gated: Mapping[str, Mapping[str, Any]],
     intervals: Mapping[str, Any] | None = None,
+    incomparable_because: str | None = None,
 ) -> list[Check]:
     """The primary metric against the champion's, then every gated fairness summary against its.
 
     A summary gated with `decide_on: interval` is compared the same way: it fails only when the
     candidate's whole interval (`intervals`, reports/intervals.json's `fairness`) is past the
-    champion's value plus the tolerance; an estimate past it passes with a warning.
+    champion's value plus the tolerance; an estimate past it passes with a warning. A champion
+    trained on another dataset (`incomparable_because`, gitml.baseline.incomparable) is no
+    comparable model: one passing check says so, and nothing is compared.
     """
     metric = config.primary_metric
+    if incomparable_because is not None:
+        return [
+            Check(
+                f"champion/{metric}", "champion", None, None, True,
+                f"no comparable model: {incomparable_because}; the champion does not gate this model",
+            )
+        ]  # fmt: skip
     theirs = baseline.read_json(METRICS_FILE) if baseline.exists else None
     if not isinstance(theirs, Mapping) or not isinstance(theirs.get("test"), Mapping):
         why = (
@@ -74,7 +84,7 @@ def champion_checks(
         )
         return [Check(f"champion/{metric}", "champion", None, None, True, f"no champion: {why}; nothing to beat")]
     ours_value, their_value = candidate["test"].get(metric), theirs["test"].get(metric)
-    checks = [_primary(config, baseline, ours_value, their_value)]
+    checks = [replace(_primary(config, baseline, ours_value, their_value), setting="gates.champion.tolerance")]
     their_fairness = theirs.get("fairness", {})
     for attribute, metrics in gated.items():
         for name, limit in metrics.items():
@@ -83,7 +93,8 @@ def champion_checks(
             interval = None
             if limit.get("decide_on") == "interval":
                 interval = ((intervals or {}).get(attribute) or {}).get(name)
-            checks.append(_widening(config, attribute, name, ours, prior, interval))
+            check = _widening(config, attribute, name, ours, prior, interval)
+            checks.append(replace(check, setting="gates.champion.fairness_tolerance"))
     return checks
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ class Check:
 
     warning: passed, but worth a look (a Deepchecks WARN; a fairness gap whose estimate is past
     its limit while its confidence interval still reaches back inside it).
+    setting: the params.yaml key (from conf/) that sets the limit, where one does.
     """
 
     name: str
@@ -24,6 +26,7 @@ class Check:
     reason: str
     warning: bool = False
     interval: tuple[float, float] | None = None
+    setting: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -40,6 +43,12 @@ def verdict(checks: list[Check]) -> tuple[str, str]:
         return "pass", f"all {len(checks)} checks passed{noted}"
     names = ", ".join(c.name for c in failed[:3]) + (f" and {len(failed) - 3} more" if len(failed) > 3 else "")
     return "fail", f"{len(failed)} of {len(checks)} checks failed: {names}"
+
+
+def why(check: Mapping[str, Any]) -> str:
+    """The reason of a check of reports/gate.json, with the key that sets its limit."""
+    reason = str(check.get("reason", ""))
+    return f"{reason} [limit: {check['setting']}]" if check.get("setting") else reason
 
 
 def number(value: float | None, digits: int = 3) -> str:

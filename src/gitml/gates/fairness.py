@@ -10,6 +10,7 @@ per attribute.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from gitml.checked_config import ConfigReader, suggest
@@ -24,9 +25,12 @@ DECIDE = ("estimate", "interval")
 
 
 def gated_limits(config: Mapping[str, Any], source: str, protected: list[str]) -> dict[str, dict[str, dict[str, Any]]]:
-    """attribute -> metric -> {"max"|"min", "relative_to_base_rate", "decide_on"}, checked."""
-    reader = ConfigReader(source, "gates.fairness", config, {"attributes"})
-    attributes = reader.required("attributes") or {}  # null or {}: no attribute is gated
+    """attribute -> metric -> {"max"|"min", "relative_to_base_rate", "decide_on", "setting"}, checked.
+
+    An attribute named under `attributes` takes its own limits (null: not gated); every other
+    protected attribute takes `default`'s (null or absent: none)."""
+    reader = ConfigReader(source, "gates.fairness", config, {"attributes", "default"})
+    attributes = reader.required("attributes") or {}  # null or {}: no attribute named
     if not isinstance(attributes, Mapping):
         reader.fail("attributes must map each protected attribute to its limits")
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -37,19 +41,34 @@ def gated_limits(config: Mapping[str, Any], source: str, protected: list[str]) -
                 f"'{attribute}' is not a protected column of the dataset{suggest(str(attribute), protected)}; "
                 f"protected columns: {', '.join(protected) or 'none (give a column role: protected)'}"
             )
-        attr = ConfigReader(source, where, limits, {"decide_on", *DIFFERENCES, *RATIOS})
-        decide_on = attr.choice("decide_on", DECIDE)
-        out[attribute] = {}
-        for metric in (*DIFFERENCES, *RATIOS):
-            if attr.get(metric) is None:
-                continue
-            bound = "max" if measure(metric).better == "lower" else "min"
-            allowed = {bound, "relative_to_base_rate"} if metric == "demographic_parity_ratio" else {bound}
-            limit_reader = ConfigReader(source, f"{where}.{metric}", attr.get(metric), allowed)
-            value = limit_reader.bounded(bound, 0, 1)
-            # Only the selection-rate ratio can be relative to the base-rate ratio; it says whether it is.
-            relative = "relative_to_base_rate" in allowed and limit_reader.boolean("relative_to_base_rate")
-            out[attribute][metric] = {bound: value, "relative_to_base_rate": relative, "decide_on": decide_on}
+        if limits is not None:
+            out[attribute] = _limits(source, where, limits)
+    default = reader.get("default")
+    for attribute in protected:
+        if attribute not in attributes and default is not None:
+            out[attribute] = _limits(source, "gates.fairness.default", default)
+    return out
+
+
+def _limits(source: str, where: str, limits: Any) -> dict[str, dict[str, Any]]:
+    attr = ConfigReader(source, where, limits, {"decide_on", *DIFFERENCES, *RATIOS})
+    decide_on = attr.choice("decide_on", DECIDE)
+    out: dict[str, dict[str, Any]] = {}
+    for metric in (*DIFFERENCES, *RATIOS):
+        if attr.get(metric) is None:
+            continue
+        bound = "max" if measure(metric).better == "lower" else "min"
+        allowed = {bound, "relative_to_base_rate"} if metric == "demographic_parity_ratio" else {bound}
+        limit_reader = ConfigReader(source, f"{where}.{metric}", attr.get(metric), allowed)
+        value = limit_reader.bounded(bound, 0, 1)
+        # Only the selection-rate ratio can be relative to the base-rate ratio; it says whether it is.
+        relative = "relative_to_base_rate" in allowed and limit_reader.boolean("relative_to_base_rate")
+        out[metric] = {
+            bound: value,
+            "relative_to_base_rate": relative,
+            "decide_on": decide_on,
+            "setting": f"{where}.{metric}.{bound}",
+        }
     return out
 
 
@@ -65,7 +84,8 @@ def fairness_checks(
         summary = summaries.get(attribute, {})
         for metric, limit in metrics.items():
             name = f"fairness/{attribute}/{metric}"
-            checks.append(_check(name, metric, limit, summary, intervals.get(attribute, {}).get(metric), confidence))
+            check = _check(name, metric, limit, summary, intervals.get(attribute, {}).get(metric), confidence)
+            checks.append(replace(check, setting=limit.get("setting")))
     return checks
 
 
@@ -93,10 +113,15 @@ def _check(
         compared = summary.get(
             "groups_compared_tpr" if "opportunity" in metric or "odds" in metric else "groups_compared"
         )
+        # Decided on its interval, a gap the test split cannot measure at all is the extreme of "too
+        # few test cases to tell": it passes with a warning. Decided on its estimate, it fails.
+        undecided = limit["decide_on"] == "interval"
         return Check(
-            name, "fairness", None, threshold, False,
-            f"{what} undefined: fewer than two groups with enough test cases ({', '.join(compared or []) or 'none'}); "
-            "lower evaluate.min_group_cases / min_group_size, or gate another attribute",
+            name, "fairness", None, threshold, undecided,
+            f"{what} undefined: fewer than two groups with enough test cases ({', '.join(compared or []) or 'none'})"
+            f"{': too few test cases to tell' if undecided else ''}; lower evaluate.min_group_cases / "
+            "min_group_size, band the attribute more coarsely (bands in conf/data/), or gate another attribute",
+            warning=undecided,
         )  # fmt: skip
     bounds = None
     if interval is not None and interval[0] is not None and interval[1] is not None:

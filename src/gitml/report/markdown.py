@@ -13,6 +13,7 @@ from typing import Any, TypeGuard
 
 from gitml.baseline import Baseline
 from gitml.data.split import SPLITS
+from gitml.gates.checks import why
 from gitml.paths import MANIFEST, MODEL, PREPROCESS, THRESHOLD, Paths
 from gitml.report import Lineage, Outputs, relative
 from gitml.report.figures import Drawn
@@ -141,7 +142,7 @@ def check_rows(checks: Iterable[Mapping[str, Any]]) -> list[list[str]]:
         threshold = NONE if check.get("threshold") is None else number(check.get("threshold"))
         rows.append(
             [_mark(check), code(check.get("name", "?")), cell(check.get("kind", "")), value, threshold,
-             cell(check.get("reason", ""))]
+             cell(why(check))]
         )  # fmt: skip
     return rows
 
@@ -374,7 +375,12 @@ def figure_lines(paths: Paths, figures: Sequence[Drawn], names: Sequence[str]) -
     return lines
 
 
-def baseline_line(baseline: Baseline, main: Outputs | None) -> str:
+def baseline_line(baseline: Baseline, main: Outputs | None, incomparable: str | None = None) -> str:
+    if incomparable is not None:
+        return (
+            f"**No comparable model:** {incomparable}. Another problem's metrics say nothing about this "
+            "one, so nothing is compared and no champion gates; values below are this model's alone."
+        )
     if main is None:
         why = baseline.description.removeprefix("nothing to compare with: ")
         return f"No main to compare with: {why}. Values below are this branch's alone."
@@ -392,8 +398,9 @@ def render_report(
     lineage: Lineage,
     main_lineage: Lineage | None,
     figures: Sequence[Drawn],
+    incomparable: str | None = None,
 ) -> str:
-    """The whole report.md."""
+    """The whole report.md; `incomparable` says why main's model is not compared (another dataset)."""
     compare = main is not None
 
     def files(*pairs: tuple[str, str]) -> list[tuple[str, Any, Any]]:
@@ -416,8 +423,12 @@ def render_report(
     lines = [
         verdict_line(gate, relative(paths, paths.gate)),
         "",
-        baseline_line(baseline, main),
-        *([f"The gate compared with the champion: {cell(champion['description'])}."] if champion_differs else []),
+        baseline_line(baseline, main, incomparable),
+        *(
+            [f"The gate compared with the champion: {cell(champion['description'])}."]
+            if champion_differs and not champion.get("incomparable")
+            else []
+        ),
         "",
         *failed,
         "#### Test metrics",

@@ -48,7 +48,7 @@ SCORERS = ("roc_auc", "accuracy", "recall", "precision", "f1")
 
 # The settings of gates.deepchecks, per suite; their values live in conf/gates/ only. Each is a
 # whole number (a key of MINIMUM, at least that), the scorer's name (a key of CHOICES), or else
-# a number in [0, 1].
+# a number in [0, 1] ([-1, 1] for the keys of SIGNED).
 SETTINGS: dict[str, tuple[str, ...]] = {
     "data_integrity": (
         "max_null_ratio",
@@ -87,6 +87,9 @@ MINIMUM = {
     "min_subgroup_size": 1,
 }
 CHOICES = {"scorer": SCORERS}
+# Settings that may be negative: a gain over the simple model may be allowed to be a small loss,
+# where the test split is too small to tell the two apart.
+SIGNED = {"min_gain_over_tree"}
 
 
 def read_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
@@ -101,6 +104,8 @@ def read_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
                 values[key] = part.choice(key, CHOICES[key])
             elif key in MINIMUM:
                 values[key] = part.integer(key, minimum=MINIMUM[key])
+            elif key in SIGNED:
+                values[key] = part.bounded(key, -1, 1)
             else:
                 values[key] = part.bounded(key, 0, 1)
         config[suite] = values
@@ -170,6 +175,31 @@ def datasets(schema: DatasetSchema, frames: Mapping[str, pd.DataFrame]) -> dict[
             Dataset(groups, label=label, cat_features=group_names, label_type="binary", dataset_name=name),
         )
     return out
+
+
+# The key of gates.deepchecks.<suite> that sets each check's limit, in build_suites' order (None:
+# a check with no limit to set); every check of performance_bias has the same.
+LIMIT_KEYS: dict[str, tuple[str | None, ...]] = {
+    "data_integrity": (
+        None, "max_null_ratio", "max_duplicate_ratio", "max_conflicting_label_ratio", "max_feature_label_pps",
+        "max_correlated_pairs",
+    ),
+    "train_test_validation": (
+        "min_test_rows", "max_new_category_ratio", "max_train_test_overlap", "max_pps_change", "max_feature_drift",
+        "max_label_drift", "max_multivariate_drift",
+    ),
+    "model_evaluation": (
+        "max_relative_degradation", "min_auroc", "max_misclassified_cell_ratio", "max_prediction_drift",
+        "min_gain_over_tree", "max_weak_segment_drop",
+    ),
+}  # fmt: skip
+
+
+def setting(suite: str, position: int) -> str | None:
+    """`gates.deepchecks.<suite>.<key>` of the check at `position` of a suite, or None."""
+    keys = LIMIT_KEYS.get(suite)
+    key = "max_drop" if keys is None else keys[position] if position < len(keys) else None
+    return None if key is None else f"gates.deepchecks.{suite}.{key}"
 
 
 def build_suites(config: Mapping[str, Any], group_columns: Sequence[str]) -> dict[str, Any]:
@@ -307,11 +337,20 @@ def outcomes(name: str, suite: Any, result: Any) -> list[Condition]:
     # Deepchecks lists failures first; the suite's order keeps the file's diff to what changed.
     for check_result in sorted(result.results, key=lambda r: position[id(r.check)]):
         header = check_result.get_header()
+        limit = setting(name, position[id(check_result.check)])
         if hasattr(check_result, "exception"):
             error = " ".join(f"{type(check_result.exception).__name__}: {check_result.exception}".split())
             names = [c.name for c in check_result.check._conditions.values()] or ["the check runs"]
             out += [
-                {"suite": name, "check": header, "condition": n, "category": "ERROR", "details": error} for n in names
+                {
+                    "suite": name,
+                    "check": header,
+                    "condition": n,
+                    "category": "ERROR",
+                    "details": error,
+                    "setting": limit,
+                }
+                for n in names
             ]
             continue
         for condition in check_result.conditions_results:
@@ -322,6 +361,7 @@ def outcomes(name: str, suite: Any, result: Any) -> list[Condition]:
                     "condition": condition.name,
                     "category": condition.category.value,
                     "details": " ".join(str(condition.details).split()),
+                    "setting": limit,
                 }
             )
     return out

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from gitml.baseline import incomparable
 from gitml.bundle import load as load_bundle
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
 from gitml.errors import GitmlError
 from gitml.gates.champion import ChampionConfig, champion_checks, find_champion
-from gitml.gates.checks import Check, number, verdict
+from gitml.gates.checks import Check, number, verdict, why
 from gitml.gates.fairness import fairness_checks, gated_limits
 from gitml.outputs import CHECKS, GATE, INTERVALS, METRICS, ChecksFile, GateFile, MetricsFile
 from gitml.paths import Paths
@@ -34,7 +35,19 @@ def deepchecks_checks(results: ChecksFile) -> list[Check]:
         condition = str(item.get("condition", "")).strip()
         details = str(item.get("details", "")).strip()
         reason = f"{category}: {condition}" + (f" - {details}" if details else "")
-        checks.append(Check(name, "deepchecks", None, None, passed, reason, warning=warning))
+        setting = item.get("setting")
+        checks.append(
+            Check(
+                name,
+                "deepchecks",
+                None,
+                None,
+                passed,
+                reason,
+                warning=warning,
+                setting=str(setting) if setting else None,
+            )
+        )
     return checks
 
 
@@ -68,18 +81,19 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> GateFile:
     results = CHECKS.read(paths)
     config = ChampionConfig.from_config(gates.required("champion"), source)
     baseline = find_champion(paths.root, config)
+    other_problem = incomparable(cfg, baseline)
 
     checks = [
         bundle_check(paths, metrics),
         *deepchecks_checks(results),
         *fairness_checks(limits, metrics["fairness"], intervals.get("fairness", {}), float(intervals["confidence"])),
-        *champion_checks(config, baseline, metrics, limits, intervals.get("fairness", {})),
+        *champion_checks(config, baseline, metrics, limits, intervals.get("fairness", {}), other_problem),
     ]
     outcome, reason = verdict(checks)
     report: GateFile = {
         "verdict": outcome,
         "reason": reason,
-        "champion": baseline.as_dict(),
+        "champion": {**baseline.as_dict(), "incomparable": other_problem},
         "checks": [c.as_dict() for c in checks],
         "counts": {
             "checks": len(checks),
@@ -108,9 +122,13 @@ def check(paths: Paths) -> tuple[bool, str]:
             continue
         lines.append(f"{title}:")
         table = [["check", "value", "limit", "why"]]
-        table += [[c["name"], number(c["value"]), number(c["threshold"]), c["reason"]] for c in rows]
+        table += [[c["name"], number(c["value"]), number(c["threshold"]), why(c)] for c in rows]
         lines += _table(table)
-    lines.append(f"champion: {report['champion']['description']}")
+    champion = report["champion"]
+    if champion.get("incomparable"):
+        lines.append(f"champion: no comparable model: {champion['incomparable']}")
+    else:
+        lines.append(f"champion: {champion['description']}")
     if paths.report.is_file():
         lines.append(f"report: {paths.report.relative_to(paths.root)}")
     return passed, "\n".join(lines)

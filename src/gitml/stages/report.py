@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from gitml.baseline import branch_baseline
+from gitml.baseline import branch_baseline, incomparable
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
 from gitml.errors import GitmlError
@@ -44,19 +44,24 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
             raise GitmlError(f"{path}: not found or not JSON; the evaluate stage has not run. Run `dvc repro` first.")
 
     baseline = branch_baseline(paths.root)
-    main = Outputs.read(baseline.read_text, paths, curves) if baseline.exists else None
+    # main's model of another dataset is no comparison: this model is shown alone.
+    other_problem = incomparable(cfg, baseline)
+    main = Outputs.read(baseline.read_text, paths, curves) if baseline.exists and other_problem is None else None
     lineage = current_lineage(paths, now)
     main_lineage = committed_lineage(main, baseline.commit) if main is not None else None
     figures = write_figures(paths.figures, now, main, f"main ({baseline.short})")
 
-    report = render_report(paths, cfg, now, main, baseline, lineage, main_lineage, figures)
+    report = render_report(paths, cfg, now, main, baseline, lineage, main_lineage, figures, other_problem)
     paths.report.parent.mkdir(parents=True, exist_ok=True)
     paths.report.write_text(report, encoding="utf-8")
     model_card = render_model_card(
         cfg, schema, card, now, lineage, _min_positives(cfg, now.fairness or {}, paths.params)
     )
     paths.model_card.write_text(model_card, encoding="utf-8")
-    compared = f"vs {baseline.description}" if baseline.exists else "no main to compare with"
+    if other_problem is not None:
+        compared = "no comparable model on main"
+    else:
+        compared = f"vs {baseline.description}" if baseline.exists else "no main to compare with"
     verdict = now.gate["verdict"] if now.gate else None
     message = (
         f"report: {relative(paths, paths.report)} (gate {verdict or 'not run'}, {compared}, {len(figures)} figures in "
@@ -68,7 +73,8 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         "model_card": relative(paths, paths.model_card),
         "figures": [relative(paths, f.path) for f in figures],
         "verdict": verdict,
-        "compared_with": baseline.description if baseline.exists else None,
+        "compared_with": baseline.description if main is not None else None,
+        "incomparable": other_problem,
         "commit": lineage.commit,
     }
 

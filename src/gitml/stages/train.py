@@ -25,6 +25,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
 from gitml.data.features import PreprocessConfig, PreprocessSpec, fit, frame_columns, matrices
+from gitml.data.schema import DatasetSchema
 from gitml.data.split import load_split
 from gitml.errors import GitmlError
 from gitml.io import write_json
@@ -42,17 +43,18 @@ CHECKPOINT_KEYS = ("state_dict", "hyper_parameters", "pytorch-lightning_version"
 class TrainConfig:
     seed: int
     batch_size: int
+    min_steps_per_epoch: int
     threads: int | None
     class_weight: str | float
     monitor: str
     patience: int
     min_delta: float
     reweigh: bool
-    reweigh_attributes: tuple[str, ...]
+    reweigh_attributes: tuple[str, ...] | None  # None: every protected attribute of the schema
 
     @classmethod
     def from_config(cls, cfg: Any, source: str) -> TrainConfig:
-        keys = {"seed", "batch_size", "threads", "class_weight", "early_stopping", "reweigh"}
+        keys = {"seed", "batch_size", "min_steps_per_epoch", "threads", "class_weight", "early_stopping", "reweigh"}
         reader = ConfigReader(source, "train", cfg, keys)
         stopping = ConfigReader(
             source, "train.early_stopping", reader.required("early_stopping"), {"monitor", "patience", "min_delta"}
@@ -69,14 +71,41 @@ class TrainConfig:
         return cls(
             seed=reader.integer("seed"),
             batch_size=reader.integer("batch_size", minimum=1),
+            min_steps_per_epoch=reader.integer("min_steps_per_epoch", minimum=1),
             threads=threads,
             class_weight=class_weight,
             monitor=stopping.choice("monitor", ["val/auroc", "val/loss"]),
             patience=stopping.integer("patience", minimum=1),
             min_delta=min_delta,
             reweigh=reweigh.boolean("enabled"),
-            reweigh_attributes=reweigh.strings("attributes"),
+            reweigh_attributes=None if reweigh.required("attributes") is None else reweigh.strings("attributes"),
         )
+
+
+# The smallest batch the scaling below goes down to: fewer rows make BatchNorm's statistics noise.
+SMALLEST_BATCH = 16
+
+
+def batch_size_for(config: TrainConfig, rows: int) -> int:
+    """train.batch_size, lowered where the training split is small so that an epoch still takes
+    train.min_steps_per_epoch optimiser steps (never below SMALLEST_BATCH rows): with a few hundred
+    rows and a batch of 2,048, an epoch would be one step."""
+    fitting = max(SMALLEST_BATCH, -(-rows // config.min_steps_per_epoch))
+    return min(config.batch_size, fitting)
+
+
+def reweigh_attributes(config: TrainConfig, schema: DatasetSchema, source: str) -> tuple[str, ...]:
+    """The attributes train.reweigh.attributes names (null: every protected one), each checked to be protected."""
+    protected = [c.name for c in schema.protected_columns]
+    if config.reweigh_attributes is None:
+        return tuple(protected)
+    unknown = [a for a in config.reweigh_attributes if a not in protected]
+    if unknown:
+        raise GitmlError(
+            f"{source}: train.reweigh.attributes names {', '.join(unknown)}, which the dataset schema does not "
+            f"mark protected ({', '.join(protected) or 'none are'}); name protected columns, or null for all of them."
+        )
+    return config.reweigh_attributes
 
 
 def reweighing(groups: pd.DataFrame, y: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -181,6 +210,7 @@ class TrainingData:
     x_val: npt.NDArray[np.float32]
     y_val: npt.NDArray[np.float32]
     pos_weight: float
+    reweigh: tuple[str, ...]  # the attributes reweighed; none when train.reweigh is off
 
 
 def training_data(cfg: Mapping[str, Any], paths: Paths) -> TrainingData:
@@ -194,25 +224,19 @@ def training_data(cfg: Mapping[str, Any], paths: Paths) -> TrainingData:
     for key in ("_target_", "optimizer"):
         if key not in model_cfg:
             raise GitmlError(f"{source}: model (from conf/model/) has no `{key}`; see conf/model/mlp.yaml.")
-    unknown = [a for a in config.reweigh_attributes if a not in [c.name for c in schema.protected_columns]]
-    if config.reweigh and unknown:
-        raise GitmlError(
-            f"{source}: train.reweigh.attributes names {', '.join(unknown)}, which the dataset schema does not "
-            f"mark protected ({', '.join(c.name for c in schema.protected_columns) or 'none are'})."
-        )
-
+    attributes = reweigh_attributes(config, schema, source) if config.reweigh else ()
     train_frame, val_frame = load_split(paths, "train"), load_split(paths, "val")
     spec = fit(schema, frame_columns(train_frame, [c.name for c in schema.feature_columns]), pre_config)
     x_train, y_train = matrices(spec, schema, train_frame)
     x_val, y_val = matrices(spec, schema, val_frame)
     if config.reweigh:
-        bands = {a: schema.protected_groups(a, train_frame[a].to_numpy()) for a in config.reweigh_attributes}
+        bands = {a: schema.protected_groups(a, train_frame[a].to_numpy()) for a in attributes}
         weights = reweighing(pd.DataFrame(bands), y_train)
     else:
         weights = np.ones(len(y_train), dtype=np.float32)
     return TrainingData(
         config, model_cfg, trainer_cfg, spec, x_train, y_train, weights, x_val, y_val,
-        pos_weight_for(config.class_weight, y_train),
+        pos_weight_for(config.class_weight, y_train), attributes,
     )  # fmt: skip
 
 
@@ -240,7 +264,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     data = TabularDataModule(
         train=(torch.from_numpy(d.x_train), torch.from_numpy(d.y_train), torch.from_numpy(d.weights)),
         val=(torch.from_numpy(d.x_val), torch.from_numpy(d.y_val), torch.ones(len(d.y_val))),
-        batch_size=config.batch_size,
+        batch_size=batch_size_for(config, len(d.y_train)),
         seed=config.seed,
     )
     paths.dvclive.mkdir(parents=True, exist_ok=True)
@@ -264,8 +288,9 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         "rows": {"train": len(d.y_train), "val": len(d.y_val)},
         "features": {"columns": len(d.spec.input_columns), "width": d.spec.width},
         "parameters": sum(p.numel() for p in module.network.parameters()),
+        "batch_size": batch_size_for(config, len(d.y_train)),
         "pos_weight": round(d.pos_weight, 6),
-        "reweigh": list(config.reweigh_attributes) if config.reweigh else [],
+        "reweigh": list(d.reweigh),
         "epochs": trainer.current_epoch,
         "best_epoch": best_epoch,
         "best": {config.monitor: round(float(checkpoint.best_model_score or float("nan")), 6)},
