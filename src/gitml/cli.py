@@ -39,7 +39,8 @@ def cmd_params(paths: Paths, args: argparse.Namespace) -> str:
 
     if not args.check:
         compose_params(paths.conf, paths.params, args.overrides)
-        return f"params: composed {paths.conf.name}/ into {paths.params.name}"
+        _preflight(paths)
+        return f"params: composed {paths.conf.name}/ into {paths.params.name}; checked against the dataset schema"
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -51,7 +52,21 @@ def cmd_params(paths: Paths, args: argparse.Namespace) -> str:
                 f"{paths.params} differs from what conf/ composes into. params.yaml is generated: "
                 "edit conf/, then run `gitml params` (or `make params`) and commit both."
             )
+    _preflight(paths)
     return f"params: {paths.params.name} matches {paths.conf.name}/"
+
+
+def _preflight(paths: Paths) -> None:
+    """Every problem of the composed params.yaml that a stage would meet, before any stage runs."""
+    from gitml.preflight import problems
+
+    found = problems(_params(paths), paths.params)
+    if found:
+        listed = "\n".join(f"  - {p}" for p in found)
+        raise GitmlError(
+            f"{paths.params.name} is composed, but {len(found)} setting{'s' if len(found) > 1 else ''} of conf/ "
+            f"would stop the pipeline:\n{listed}"
+        )
 
 
 def run_stage(stage: Stage) -> Handler:
@@ -190,6 +205,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Which extra of pyproject.toml brings each optional top-level module, and the make target that
+# installs it (`make <target>` installs the pinned lock into .venv).
+EXTRAS = {
+    "pipeline": ("install", (
+        "torch", "lightning", "torchmetrics", "hydra", "omegaconf", "dvc", "dvclive", "pandas", "sklearn", "deepchecks",
+        "matplotlib", "onnx", "onnxscript",
+    )),
+    "serve": ("serve", ("fastapi", "uvicorn", "onnxruntime", "prometheus_client", "orjson", "starlette")),
+    "release": ("install-release", ("gto",)),
+    "logs": ("serve", ("pyarrow", "fsspec")),
+    "bench": ("bench", ("bentoml",)),
+}  # fmt: skip
+
+
+def missing_dependency(exc: ModuleNotFoundError) -> str:
+    """What to install for a module this command needs and this environment lacks."""
+    module = (exc.name or str(exc)).split(".")[0]
+    for extra, (target, modules) in EXTRAS.items():
+        if module in modules:
+            return (
+                f"this command needs the Python package '{module}', which is in gitml's `{extra}` extra and not "
+                f"installed here. Install it with `make {target}`, or into the environment you run gitml from: "
+                f"pip install -c requirements/lock.txt -e '.[{extra}]'"
+            )
+    return (
+        f"this command needs the Python module '{module}', which is not installed here. Install gitml's "
+        "environment with `make install` (the pipeline), `make serve` (the server) or `make test` (everything)."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = COMMANDS[args.command][0]
@@ -209,6 +254,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GitmlError as exc:
         print(f"gitml {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "status", 1)
+    except ModuleNotFoundError as exc:
+        print(f"gitml {args.command}: error: {missing_dependency(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         status = "interrupted"
         return 130
