@@ -20,6 +20,7 @@ from gitml.serve.requests import (
     Validator,
     columns,
     feedback_type,
+    ignored_columns,
     parse,
     record_type,
     request_columns,
@@ -34,7 +35,7 @@ TOY = DatasetSchema.from_config(TOY_CONFIG, "toy")
 SCHEMAS = {"adult": ADULT, "toy": TOY}
 MAX_ITEMS = 5
 EXACT = 2**53  # whole numbers without declared bounds are taken up to here
-KINDS = {"unknown_field", "body", "invalid_json", "batch_size"}  # the reasons that are not field names
+KINDS = {"unknown_field", "label_field", "body", "invalid_json", "batch_size"}  # the reasons that are not field names
 REF = "#/components/schemas/{model}"
 
 ADULT_RECORD: dict[str, Any] = {
@@ -52,7 +53,7 @@ def names_of(schema: DatasetSchema) -> tuple[str, ...]:
 
 
 def validator(schema: DatasetSchema, max_items: int = MAX_ITEMS) -> Validator:
-    return Validator(record_type(schema), max_items, names_of(schema))
+    return Validator(record_type(schema), max_items, names_of(schema), schema.label.name)
 
 
 def feedback_validator(schema: DatasetSchema) -> Validator:
@@ -279,8 +280,6 @@ def test_a_missing_required_field_is_a_422_naming_it(name: str) -> None:
         ("hours_per_week", "hours-per-week"),
         ("native_country", "native-country"),
         ("capitalgain", "capital-gain"),
-        ("income", None),  # the label is not an input
-        ("fnlwgt", None),  # nor is a dropped column
         ("zzzz", None),
         ("", None),
         ("k" * 5000, None),  # a long key is reported, but is no reason label
@@ -305,6 +304,35 @@ def test_an_unknown_field_is_a_422_with_a_suggestion_when_one_is_close(key: str,
             assert "did you mean" not in item["msg"]
         else:
             assert f"(did you mean '{meant}'?)" in item["msg"]
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_a_record_shaped_as_a_raw_row_is_taken_and_its_dropped_columns_ignored(name: str) -> None:
+    schema, record = SCHEMAS[name], RECORDS[name]
+    ignored = ignored_columns(schema)
+    assert ignored  # each bundled schema drops a column or has an identifier
+    assert all(c.pii == "drop" or c.role == "identifier" for c in ignored)
+    raw = {**record, **{c.name: "x7" for c in ignored}}
+    items, batch = parse(validator(schema), json.dumps(raw).encode(), "a record")
+    assert not batch
+    # columns() reads the request fields alone: an ignored value reaches neither the model nor the log.
+    assert set(columns(items, names_of(schema))) == set(names_of(schema))
+    assert all(c.name not in columns(items, names_of(schema)) for c in ignored)
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMAS))
+def test_the_label_in_a_record_is_refused_with_where_it_goes(name: str) -> None:
+    schema = SCHEMAS[name]
+    label = schema.label
+    assert label.categories is not None
+    body = json.dumps({**RECORDS[name], label.name: label.categories[0]}).encode()
+    error = rejected(validator(schema), body)
+    assert error.status == 422
+    assert error.reasons == ("label_field",)
+    [item] = error.detail
+    assert item["loc"] == ["body", label.name]
+    assert f"'{label.name}' is the label the model predicts" in item["msg"]
+    assert "/feedback" in item["msg"]
 
 
 @pytest.mark.parametrize("body", [b"3", b"-1.5", b'"a record"', b"null", b"true", b"false", b'  "{}"', b"1e400"])
@@ -521,8 +549,11 @@ def test_the_openapi_schema_lists_every_field_with_its_type_and_domain(name: str
     record = defs["Record"]
     assert record["type"] == "object"
     assert record["additionalProperties"] is False
-    assert list(record["properties"]) == list(names_of(schema))
+    ignored = [c.name for c in ignored_columns(schema)]
+    assert list(record["properties"]) == [*names_of(schema), *ignored]
     assert record["required"] == [c.name for c in request_columns(schema) if not c.nullable]
+    for name in ignored:  # a raw row's dropped columns: documented as ignored, never required
+        assert "ignored" in record["properties"][name]["description"]
     for column in request_columns(schema):
         prop = property_schema(record["properties"][column.name], column.nullable)
         if column.dtype == "categorical":

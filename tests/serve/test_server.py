@@ -20,9 +20,12 @@ import pandas as pd
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gitml import bundle
 from gitml.bundle import Manifest
 from gitml.paths import Paths
 from gitml.serve.predlog import labelled, predictions, read_lines
+from gitml.serve.requests import request_columns
+from tests.logs.conftest import required_field, served_schema
 from tests.serve.conftest import GIT_SHA, MODEL_VERSION, Server, request_records
 
 pytestmark = pytest.mark.slow
@@ -76,7 +79,7 @@ def test_health_ready_and_version_describe_the_model(server: Server, served: Pat
     assert version["data_hash"] == train_sha256  # from the manifest, not git or dvc.lock
     assert version["model_sha256"] == hashlib.sha256(served.onnx.read_bytes()).hexdigest()
     assert version["threshold"] == threshold
-    assert version["dataset"] == "adult"
+    assert version["dataset"] == served_schema(served).name
 
 
 def test_predictions_over_http_equal_the_evaluate_stage_scores(
@@ -84,6 +87,7 @@ def test_predictions_over_http_equal_the_evaluate_stage_scores(
 ) -> None:
     expected = pd.read_parquet(served.test_scores).sort_values("row")
     assert len(expected) == len(records)
+    negative, positive = bundle.classes(served_schema(served))
     scores: list[float] = []
     decisions: list[bool] = []
     with httpx.Client(base_url=server.url) as client:
@@ -95,7 +99,7 @@ def test_predictions_over_http_equal_the_evaluate_stage_scores(
             assert answer.headers["x-request-id"] == body["request_id"]
             scores += [p["score"] for p in body["predictions"]]
             decisions += [p["decision"] for p in body["predictions"]]
-            assert all(p["class"] == (">50K" if p["decision"] else "<=50K") for p in body["predictions"])
+            assert all(p["class"] == (positive if p["decision"] else negative) for p in body["predictions"])
         singles = [client.post("/predict", json=record).json() for record in records[:40]]
     np.testing.assert_allclose(scores, expected["score"], rtol=0, atol=1e-6)
     np.testing.assert_allclose([s["score"] for s in singles], expected["score"][:40], rtol=0, atol=1e-6)
@@ -172,19 +176,20 @@ def test_a_bad_field_gets_422_naming_the_field(
     assert [e["loc"] for e in many.json()["detail"]] == [["body", 1, name]]
 
 
-def test_missing_and_unknown_fields_are_named(server: Server, records: list[dict[str, Any]]) -> None:
-    record = {k: v for k, v in records[0].items() if k != "education"}
-    record["educaton"] = records[0]["education"]
+def test_missing_and_unknown_fields_are_named(server: Server, served: Paths, records: list[dict[str, Any]]) -> None:
+    schema = served_schema(served)
+    name = required_field(schema)
+    typo = name[:-1] + ("x" if name[-1] != "x" else "y")  # one letter off: a misspelt field
+    record = {k: v for k, v in records[0].items() if k != name}
+    record[typo] = records[0][name]
     detail = httpx.post(f"{server.url}/predict", json=record).json()["detail"]
-    assert {e["type"]: e["loc"] for e in detail} == {
-        "missing": ["body", "education"],
-        "extra_forbidden": ["body", "educaton"],
-    }
-    assert "did you mean 'education'" in next(e["msg"] for e in detail if e["type"] == "extra_forbidden")
-    # A nullable field may be null or left out: occupation is nullable in the Adult schema.
-    left_out = {k: v for k, v in records[0].items() if k != "occupation"}
-    assert httpx.post(f"{server.url}/predict", json=left_out).status_code == 200
-    assert httpx.post(f"{server.url}/predict", json={**records[0], "occupation": None}).status_code == 200
+    assert {e["type"]: e["loc"] for e in detail} == {"missing": ["body", name], "extra_forbidden": ["body", typo]}
+    assert f"did you mean '{name}'" in next(e["msg"] for e in detail if e["type"] == "extra_forbidden")
+    # A nullable field (where the dataset has one) may be null or left out.
+    for nullable in [c.name for c in request_columns(schema) if c.nullable][:1]:
+        left_out = {k: v for k, v in records[0].items() if k != nullable}
+        assert httpx.post(f"{server.url}/predict", json=left_out).status_code == 200
+        assert httpx.post(f"{server.url}/predict", json={**records[0], nullable: None}).status_code == 200
 
 
 def test_an_oversized_batch_or_body_gets_413(server: Server, records: list[dict[str, Any]]) -> None:
@@ -197,7 +202,9 @@ def test_an_oversized_batch_or_body_gets_413(server: Server, records: list[dict[
 
 
 def test_feedback_gives_live_accuracy(server: Server, served: Paths, records: list[dict[str, Any]]) -> None:
-    truth = pd.read_parquet(served.split_file("test"))["income"].tolist()
+    schema = served_schema(served)
+    truth = pd.read_parquet(served.split_file("test"))[schema.label.name].astype(str).tolist()
+    positive = bundle.classes(schema)[1]
     rng = random.Random(3)
     chosen = rng.sample(range(len(records)), 60)
     batch = httpx.post(f"{server.url}/predict", json=[records[i] for i in chosen]).json()
@@ -206,15 +213,15 @@ def test_feedback_gives_live_accuracy(server: Server, served: Paths, records: li
     answer = httpx.post(f"{server.url}/feedback", json=feedback)
     assert answer.status_code == 202
     assert answer.json() == {"accepted": 60, "matched": 60}
-    unknown = httpx.post(f"{server.url}/feedback", json={"request_id": "f" * 32, "label": ">50K"})
+    unknown = httpx.post(f"{server.url}/feedback", json={"request_id": "f" * 32, "label": positive})
     assert unknown.json() == {"accepted": 1, "matched": 0}
     out_of_range = httpx.post(
-        f"{server.url}/feedback", json={"request_id": batch["request_id"], "index": 60, "label": ">50K"}
+        f"{server.url}/feedback", json={"request_id": batch["request_id"], "index": 60, "label": positive}
     )
     assert out_of_range.status_code == 404
     assert "index 60" in out_of_range.json()["detail"][0]["msg"]
     huge_index = httpx.post(
-        f"{server.url}/feedback", json={"request_id": batch["request_id"], "index": 10**30, "label": ">50K"}
+        f"{server.url}/feedback", json={"request_id": batch["request_id"], "index": 10**30, "label": positive}
     )
     assert huge_index.status_code == 422
     assert huge_index.json()["detail"][0]["loc"] == ["body", "index"]
@@ -223,7 +230,7 @@ def test_feedback_gives_live_accuracy(server: Server, served: Paths, records: li
     assert bad_label.json()["detail"][0]["loc"] == ["body", "label"]
 
     after = metrics(server)
-    correct = sum(p["decision"] == (truth[i] == ">50K") for p, i in zip(batch["predictions"], chosen, strict=True))
+    correct = sum(p["decision"] == (truth[i] == positive) for p, i in zip(batch["predictions"], chosen, strict=True))
     labelled_before = sample(before, "gitml_live_labelled")
     assert sample(after, "gitml_live_labelled") == labelled_before + 60
     if labelled_before == 0:
@@ -339,19 +346,21 @@ def test_feedback_joins_predictions_by_request_id_in_the_log(
     served: Paths, records: list[dict[str, Any]], start_server: Any
 ) -> None:
     server: Server = start_server(served.root)
+    negative, positive = bundle.classes(served_schema(served))
     first = httpx.post(f"{server.url}/predict", json=records[:3]).json()
     second = httpx.post(f"{server.url}/predict", json=records[3]).json()
     httpx.post(
         f"{server.url}/feedback",
         json=[
-            {"request_id": first["request_id"], "index": 2, "label": ">50K"},
-            {"request_id": second["request_id"], "label": "<=50K"},
-            {"request_id": first["request_id"], "index": 2, "label": "<=50K"},  # a correction: the latest wins
+            {"request_id": first["request_id"], "index": 2, "label": positive},
+            {"request_id": second["request_id"], "label": negative},
+            {"request_id": first["request_id"], "index": 2, "label": negative},  # a correction: the latest wins
         ],
     )
     server.stop()
     joined = {(row["request_id"], row["index"]): row for row in labelled(server.log_dir)}
     assert set(joined) == {(first["request_id"], 2), (second["request_id"], 0)}
-    assert joined[(first["request_id"], 2)]["label"] == "<=50K"
+    assert joined[(first["request_id"], 2)]["label"] == negative
     assert joined[(first["request_id"], 2)]["score"] == first["predictions"][2]["score"]
-    assert joined[(second["request_id"], 0)]["age"] == records[3]["age"]
+    field = next(iter(records[3]))
+    assert joined[(second["request_id"], 0)][field] == records[3][field]

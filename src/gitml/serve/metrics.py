@@ -76,7 +76,7 @@ class ServerMetrics:
         )
         self.validation_failures = Counter(
             "gitml_validation_failures",
-            "Rejected requests by endpoint and reason: the field at fault, unknown_field, invalid_json, "
+            "Rejected requests by endpoint and reason: the field at fault, unknown_field, label_field, invalid_json, "
             "batch_size or body_size.",
             ("endpoint", "reason"),
             registry=self.registry,

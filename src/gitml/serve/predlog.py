@@ -22,7 +22,7 @@ One line per request:
   feedback     {"time", "request_id", "index", "label"}
   rejections   {"time", "endpoint", "status", "errors": [{"field", "reason"}, ...], "records"?}
                a request the server refused (400, 404, 413, 422): each distinct (field, reason) once.
-               field is a field of the request schema or a kind (unknown_field, invalid_json,
+               field is a field of the request schema or a kind (unknown_field, label_field, invalid_json,
                batch_size, body_size, body); reason is pydantic's error type (literal_error,
                less_than_equal, missing, extra_forbidden, ...) or the kind. Never a value: a rejected
                value, and the name of an unknown field, are the sender's input, so they stay out of

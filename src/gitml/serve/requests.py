@@ -6,7 +6,9 @@ fairness monitoring), named as in the dataset config, typed from it:
   categorical       one of the declared categories; a column the pipeline generalises also takes
                     its group names (or, for numeric bands, the band labels), as stored data has them
   nullable          may be null or left out
-Unknown fields are errors, so a misspelt name is caught instead of read as missing.
+Unknown fields are errors, so a misspelt name is caught instead of read as missing. A record
+shaped as a row of the raw data is accepted: columns ingest drops (pii: drop) and identifiers
+may be there and are ignored, never used or logged; the label is refused with where it goes.
 
 Validation runs in pydantic-core straight from the request bytes; its errors become the 422's
 field-level messages. `Anonymizer` then applies the dataset's generalisation (what ingest does),
@@ -94,9 +96,21 @@ def whole_number(minimum: float | None = None, maximum: float | None = None) -> 
     return Annotated[int, GetPydanticSchema(lambda _type, _handler: steps), WithJsonSchema(documented)]
 
 
+def ignored_columns(schema: DatasetSchema) -> tuple[Column, ...]:
+    """Columns of the raw data that a record may hold and the server ignores: those ingest drops
+    (pii: drop) and identifiers, which are never model inputs. A record shaped as a raw row (the
+    label aside) is then accepted as it is; their values are neither used nor logged."""
+    fields = {c.name for c in request_columns(schema)}
+    return tuple(c for c in schema.columns if c.name not in fields and c.role != "label")
+
+
+IGNORED = Annotated[Any, Field(description="a column of the raw data the model does not use: ignored, never logged")]
+
+
 def record_type(schema: DatasetSchema) -> Any:
     """The TypedDict of one record (TypedDict, not a model class: validating into dicts is the fast path)."""
     fields = {column.name: _field_type(column) for column in request_columns(schema)}
+    fields.update({column.name: NotRequired[IGNORED] for column in ignored_columns(schema)})
     record = TypedDict("Record", fields)  # type: ignore[misc]  # a functional TypedDict built at run time
     return with_config(ConfigDict(extra="forbid", title="Record"))(record)
 
@@ -130,6 +144,7 @@ class Validator:
     item: Any
     max_items: int
     names: tuple[str, ...]
+    label: str | None = None  # the dataset's label: a record holding it is told where it goes
 
     @property
     def batch(self) -> Any:
@@ -230,7 +245,13 @@ def _rejection(exc: ValidationError, validator: Validator, what: str, start: byt
         loc = list(error["loc"])
         field = next((part for part in loc if isinstance(part, str)), None)
         message = error["msg"]
-        if error["type"] == "extra_forbidden" and field is not None:
+        if error["type"] == "extra_forbidden" and field is not None and field == validator.label:
+            message = (
+                f"'{field}' is the label the model predicts, not an input: leave it out of the record, and "
+                "send it to /feedback with the request_id once it is known"
+            )
+            reasons.append("label_field")
+        elif error["type"] == "extra_forbidden" and field is not None:
             message = (
                 f"unknown field '{field}'{suggest(field, validator.names)}; the fields are {', '.join(validator.names)}"
             )

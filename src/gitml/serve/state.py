@@ -99,7 +99,9 @@ class ServerState:
         self.log.prepare()
         self.metrics = ServerMetrics(asdict(model.lineage))
         self.live = LiveAccuracy(config.live_window, schema.positive_class)
-        self.records = Validator(record_type(schema), config.max_batch, tuple(c.name for c in request_columns(schema)))
+        self.records = Validator(
+            record_type(schema), config.max_batch, tuple(c.name for c in request_columns(schema)), schema.label.name
+        )
         self.feedbacks = Validator(
             feedback_type(schema, config.max_batch), config.max_batch, ("request_id", "index", "label")
         )
