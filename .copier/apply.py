@@ -300,30 +300,44 @@ def run_package(python: str, package: str, args: list[str]) -> None:
         raise AnswerError(f"`{package} {' '.join(args)}` failed: its message is above")
 
 
-def own_dataset(data: Dataset, package: str, generating: bool) -> list[str]:
-    """Select the dataset in conf/config.yaml; when generating, copy its file in, draft its schema and
-    compose params.yaml. The steps left to the user."""
+def select_dataset(data: Dataset) -> None:
+    """conf/config.yaml selects the project's own dataset (its card and settings follow `data`)."""
     config = Path("conf/config.yaml")
     text = config.read_text(encoding="utf-8")
     write(config, re.sub(r"(?m)^(\s*-\s*data:\s*)[\w.-]+", lambda m: f"{m[1]}{data.name}", text, count=1))
-    if not generating:
-        return []  # an update: the data, its schema and params.yaml are the project's own by now
-    if not data.raw.exists():
-        data.raw.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(data.source, data.raw)
+
+
+def first_files(data: Dataset | None, package: str, old: str) -> list[str]:
+    """When generating: the own dataset's file copied in and its schema drafted, and params.yaml
+    composed from conf/ by the project's own command (a new dataset is a new section; a longer or
+    shorter package name rewraps long lines). The steps left to the user where the package cannot
+    run yet (copier's Python without the pipeline's dependencies)."""
     steps = []
-    if data.raw.stat().st_size > 50 * 1024 * 1024:
-        steps.append(f"{data.raw} is over 50 MB: keep it in DVC, not git: `dvc add {data.raw}`")
+    if data is not None:
+        if not data.raw.exists():
+            data.raw.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(data.source, data.raw)
+        if data.raw.stat().st_size > 50 * 1024 * 1024:
+            steps.append(f"{data.raw} is over 50 MB: keep it in DVC, not git: `dvc add {data.raw}`")
+    draft = data.draft_args() if data is not None and not data.schema.exists() else None
+    template_params = word(old).sub(package, (TEMPLATE / "params.yaml").read_text(encoding="utf-8"))
+    pristine = Path("params.yaml").read_text(encoding="utf-8") == template_params
+    compose = pristine and (data is not None or package != old)
+    if draft is None and not compose:
+        return steps
     python = package_python(package)
     if python is None:
-        draft = " ".join([f".venv/bin/{package}", *data.draft_args()])
-        return [*steps, "install the project: `make install`", f"draft the schema: `{draft}`", "`make params`"]
-    if not data.schema.exists():
-        run_package(python, package, data.draft_args())
-    template_params = word(template_package()).sub(package, (TEMPLATE / "params.yaml").read_text(encoding="utf-8"))
-    if Path("params.yaml").read_text(encoding="utf-8") == template_params:
+        steps.append("install the project: `make install`")
+        if draft is not None:
+            steps.append(f"draft the schema: `{' '.join([f'.venv/bin/{package}', *draft])}`")
+        return [*steps, "compose params.yaml: `make params`"] if compose else steps
+    if draft is not None:
+        run_package(python, package, draft)
+    if compose:
         run_package(python, package, ["params"])
-    return [*steps, f"review {data.schema} (types, ranges, categories, roles, PII), then `make params`"]
+    if data is not None:
+        steps.append(f"review {data.schema} (types, ranges, categories, roles, PII), then `make params`")
+    return steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,7 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         set_runner(labels)
         set_remote(args.dvc_remote, old, args.package)
         if data is not None:
-            steps += own_dataset(data, args.package, generating)
+            select_dataset(data)
+        if generating:
+            steps += first_files(data, args.package, old)
     except AnswerError as exc:
         print(f"copier task: {exc}", file=sys.stderr)
         return 1
