@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import shutil
 from pathlib import Path
 
@@ -129,3 +130,37 @@ def test_draft_of_nothing(tmp_path: Path) -> None:
         draft_schema(tmp_path / "empty.csv", tmp_path, "empty", "x")
     with pytest.raises(GitmlError, match="not found"):
         draft_schema(tmp_path / "missing.csv", tmp_path, "missing", "x")
+
+
+def test_protected_attributes_are_found_by_any_word_of_their_name_and_by_their_values(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    header = ["applicantAge", "Skin-Colour", "g", "marital_status_code", "mortgage_usage", "page_views", "label"]
+    rows = [
+        [
+            str(rng.randint(18, 60)),
+            rng.choice(["a", "b", "c"]),
+            rng.choice(["Male", "Female"]),
+            rng.choice(["1", "2"]),
+            str(rng.randint(0, 9)),
+            str(rng.randint(0, 99)),
+            rng.choice(["y", "n", "n"]),
+        ]
+        for _ in range(200)
+    ]
+    path = write_csv(tmp_path / "data" / "raw" / "people.csv", rows, header=header)
+    cfg = yaml.safe_load(draft_schema(path, tmp_path, "people", "label"))
+    roles = {name: spec["role"] for name, spec in cfg["columns"].items()}
+    assert roles == {
+        "applicantAge": "protected",  # the word age, in camel case
+        "Skin-Colour": "protected",
+        "g": "protected",  # no telling name: its values are a sex
+        "marital_status_code": "protected",
+        "mortgage_usage": "feature",  # "age" inside a word is no age
+        "page_views": "feature",
+        "label": "label",
+    }
+    # Age bands inside the range the file holds (18-60): no 65+ band of nobody.
+    assert cfg["columns"]["applicantAge"]["bands"] == [25, 45]
+    text = draft_schema(path, tmp_path, "people", "label")
+    assert "a protected attribute (its values are sex)" in text
+    assert "a protected attribute (its name says colour)" in text

@@ -22,9 +22,29 @@ from gitml.errors import GitmlError
 
 MISSING_TOKENS = ("", "?", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None")
 MAX_CATEGORIES = 50
-PROTECTED_NAMES = re.compile(
-    r"^(sex|gender|race|ethnicity|ethnic_group|religion|disability|nationality|age|marital[-_ ]?status)$", re.I
-)
+# Words that, as one word of a column's name (snake, kebab or camel case), mark a protected
+# attribute: the characteristics anti-discrimination law names (sex, race and colour, ethnic or
+# national origin, religion, disability, age, marital and family status, pregnancy, sexual
+# orientation), and the usual ways datasets spell them.
+PROTECTED_WORDS = frozenset({
+    "sex", "gender", "race", "racial", "colour", "color", "ethnicity", "ethnic", "religion", "religious",
+    "faith", "disability", "disabled", "handicap", "nationality", "citizenship", "citizen", "age", "marital",
+    "marriage", "pregnant", "pregnancy", "orientation", "lgbt", "lgbtq", "veteran", "caste",
+})  # fmt: skip
+# Values that, when most of a categorical column's distinct values are among one set, mark it as
+# holding that attribute whatever its name (a column "g" of male / female).
+PROTECTED_VALUES = {
+    attribute: frozenset(values.split("|"))
+    for attribute, values in {
+        "sex": "male|female|m|f|man|woman|men|women|non-binary|nonbinary",
+        "race": "white|black|asian|hispanic|latino|latina|latinx|african-american|caucasian|amer-indian-eskimo"
+        "|native american|pacific islander|asian-pac-islander|mixed|multiracial",
+        "marital status": "married|single|divorced|widowed|separated|never-married",
+        "religion": "christian|muslim|jewish|hindu|buddhist|sikh|catholic|protestant|atheist|agnostic",
+    }.items()
+}
+# The fairness bands drafted for an age column, those inside the range the file holds.
+AGE_BANDS = (25, 45, 65)
 IDENTIFIER_NAMES = re.compile(r"(^|[-_ ])(id|uuid|guid|key)$|^(id|uuid)[-_ ]", re.I)
 SNIFF_BYTES = 64 * 1024
 
@@ -83,6 +103,26 @@ def _numeric(values: list[str]) -> list[float] | None:
     return numbers if all(n == n and abs(n) != float("inf") for n in numbers) else None
 
 
+def name_words(name: str) -> list[str]:
+    """The words of a column name, lower case: `applicantAge`, `applicant_age`, `Applicant-Age` -> applicant, age."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+
+
+def protected_because(name: str, distinct: list[str], dtype: str) -> str | None:
+    """Why a column looks like a protected attribute (its name, or its values), or None."""
+    words = name_words(name)
+    hit = next((w for w in words if w in PROTECTED_WORDS), None)
+    if hit is not None:
+        return f"its name says {hit}"
+    if dtype == "categorical" and len(distinct) >= 2:
+        values = {v.strip().lower() for v in distinct}
+        for attribute, known in PROTECTED_VALUES.items():
+            if len(values & known) >= 2 and len(values & known) * 2 > len(values):
+                return f"its values are {attribute}"
+    return None
+
+
 def _draft_column(name: str, values: list[str], n_rows: int, label: str | None) -> DraftColumn:
     present = [v for v in values if v not in MISSING_TOKENS]
     column = DraftColumn(name, {})
@@ -118,11 +158,13 @@ def _draft_column(name: str, values: list[str], n_rows: int, label: str | None) 
         column.spec.update(dtype="string")
         for key in ("min", "max"):
             column.spec.pop(key, None)
-    elif PROTECTED_NAMES.match(name):
+    elif (why := protected_because(name, distinct, column.spec["dtype"])) is not None:
         column.spec.update(role="protected", feature=True, pii="keep")
-        column.notes.append("a protected attribute: fairness is reported per group of it")
-        if column.spec["dtype"] == "integer" and re.fullmatch(r"age", name, re.I):
-            column.spec["bands"] = [25, 45, 65]
+        column.notes.append(f"a protected attribute ({why}): fairness is reported per group of it")
+        if column.spec["dtype"] in ("integer", "float") and "age" in name_words(name):
+            bands = [b for b in AGE_BANDS if column.spec["min"] < b <= column.spec["max"]]
+            if bands:
+                column.spec["bands"] = bands
     else:
         column.spec.update(role="feature", pii="keep")
     if kinds:
