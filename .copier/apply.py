@@ -48,6 +48,10 @@ PYTHON_VERSION = re.compile(r"^3\.(\d+)$")
 HOSTED = '"ubuntu-latest"'
 # Import names that are not the name of the distribution that installs them.
 IMPORT_NAMES = {"yaml", "sklearn", "pkg_resources", "google", "attr", "dateutil"}
+# Commands the Makefile, the workflows and the docs run: the package's command would shadow them in
+# the activated virtualenv.
+COMMANDS = {"make", "git", "python", "python3", "pip", "bash", "sh", "docker", "kubectl", "kustomize", "helm", "gh"}
+COMMANDS |= {"cml", "act", "tar", "curl", "jq", "openssl", "promtool", "wrk", "argocd", "nvidia-smi"}
 
 
 class AnswerError(Exception):
@@ -118,6 +122,7 @@ def check_package(name: str, old: str) -> None:
         "a Python keyword" if keyword.iskeyword(name) or keyword.issoftkeyword(name)
         else "a module of Python's standard library" if name in sys.stdlib_module_names | {"test"}
         else "the import name of a dependency" if name in locked | IMPORT_NAMES
+        else "a command the project runs" if name in COMMANDS
         else "a folder or file at the project's root" if name in project - {old}
         else None
     )  # fmt: skip
@@ -317,8 +322,11 @@ def first_files(data: Dataset | None, package: str, old: str) -> list[str]:
         if not data.raw.exists():
             data.raw.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(data.source, data.raw)
-        if data.raw.stat().st_size > 50 * 1024 * 1024:
-            steps.append(f"{data.raw} is over 50 MB: keep it in DVC, not git: `dvc add {data.raw}`")
+        hooks = Path(".pre-commit-config.yaml")
+        hook = re.search(r"--maxkb=(\d+)", hooks.read_text(encoding="utf-8") if hooks.is_file() else "")
+        limit = int(hook[1]) if hook else 1024
+        if data.raw.stat().st_size > limit * 1024:
+            steps.append(f"{data.raw} is over the {limit} KB the pre-commit hook lets into git: `dvc add {data.raw}`")
     draft = data.draft_args() if data is not None and not data.schema.exists() else None
     template_params = word(old).sub(package, (TEMPLATE / "params.yaml").read_text(encoding="utf-8"))
     pristine = Path("params.yaml").read_text(encoding="utf-8") == template_params

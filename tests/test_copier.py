@@ -30,6 +30,8 @@ COPIER_ONLY = ("copier.yml", ".copier", "tests/test_copier.py", "{{ _copier_conf
 EXPRESSION = re.compile(r"\$?\{\{.*?\}\}")
 CONFLICT = re.compile(rb"^(<<<<<<<|>>>>>>>) ", re.M)
 PACKAGE = "churnmodel"
+# A dataset the template bundles, whichever conf/config.yaml selects.
+BUNDLED = sorted(REPO.glob("conf/data/*.yaml"))[0].stem
 
 
 def template_package(root: Path) -> str:
@@ -308,6 +310,7 @@ def test_copier_asks_again_for_a_package_name_that_is_not_one(template: tuple[Pa
         ({"package_name": "json"}, "package_name 'json' is a module of Python's standard library"),
         ({"package_name": "class"}, "package_name 'class' is a Python keyword"),
         ({"package_name": "conf"}, "package_name 'conf' is a folder or file at the project's root"),
+        ({"package_name": "make"}, "package_name 'make' is a command the project runs"),
         ({"package_name": "my_model"}, "package_name 'my_model': use lower-case letters and digits"),
         ({"runner_labels": "self hosted"}, "runner_labels 'self hosted': give runner labels separated by commas"),
         ({"python_version": "3.10"}, "python_version '3.10': give a minor release of Python 3.11 or later"),
@@ -320,8 +323,12 @@ def test_copier_asks_again_for_a_package_name_that_is_not_one(template: tuple[Pa
             "dataset_file '/no/churn.csv': no such file",
         ),
         (
-            {"dataset": "own", "dataset_file": "/nowhere/churn.csv", "dataset_label": "", "dataset_name": "churn"},
+            {"dataset": "own", "dataset_file": "/no/churn.csv", "dataset_label": "", "dataset_name": "churn"},
             "dataset_label is empty: name the column to predict",
+        ),
+        (
+            {"dataset": "own", "dataset_file": "/no/churn.csv", "dataset_label": "churned", "dataset_name": BUNDLED},
+            f"dataset_name {BUNDLED!r} is a bundled dataset's: choose another name",
         ),
     ],
 )
