@@ -276,7 +276,9 @@ def make_repo(repo: Path, root: Path, overrides: list[str]) -> Paths:
     split.run(params, paths)
     for name, rows in SAMPLE.items():
         frame = pd.read_parquet(paths.split_file(name))
-        frame.sample(n=rows, random_state=0).sort_index().to_parquet(paths.split_file(name), index=False)
+        # At most SAMPLE's rows: the dataset conf/ selects may be smaller than that already.
+        frame = frame.sample(n=min(rows, len(frame)), random_state=0).sort_index()
+        frame.to_parquet(paths.split_file(name), index=False)
     return paths
 
 
@@ -309,18 +311,19 @@ def once_per_run(factory: pytest.TempPathFactory, name: str, build: Callable[[Pa
 
 
 @pytest.fixture(scope="session")
-def adult_sample(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Paths:
-    """Ingest and split run once per test run; each test copies the result with `fresh_copy`."""
+def data_sample(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Paths:
+    """The dataset conf/ selects (whichever it is), ingested and split once per test run, each split
+    cut to at most SAMPLE's rows; each test copies the result with `fresh_copy`."""
     return Paths(once_per_run(tmp_path_factory, "sample", lambda root: make_repo(repo, root, TINY)))
 
 
 @pytest.fixture
-def fresh_copy(adult_sample: Paths, tmp_path: Path) -> Callable[..., Paths]:
+def fresh_copy(data_sample: Paths, tmp_path: Path) -> Callable[..., Paths]:
     """A private copy of the sample repository, optionally re-composed with more overrides."""
     from gitml.config import compose_params
 
     def copy(*overrides: str) -> Paths:
-        paths = copy_repo(adult_sample, tmp_path)
+        paths = copy_repo(data_sample, tmp_path)
         if overrides:
             compose_params(paths.conf, paths.params, [*TINY, *overrides])
         return paths
@@ -341,12 +344,12 @@ def train_export_evaluate(paths: Paths) -> dict[str, dict[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def trained_sample(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+def trained_sample(data_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """train -> export -> evaluate on the sample, once for the whole test run: the model bundle and
     the stages' reports. Tests that write into it take a `copy_repo` of it first."""
 
     def build(root: Path) -> None:
-        paths = copy_repo(adult_sample, root)
+        paths = copy_repo(data_sample, root)
         (root / "reports.json").write_text(json.dumps({"root": paths.root.name, **train_export_evaluate(paths)}))
 
     root = once_per_run(tmp_path_factory, "trained", build)

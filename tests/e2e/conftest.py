@@ -76,6 +76,31 @@ def reproduced(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     return root / "pipeline", Reproduction(root / "tracked", root / "remote")
 
 
+# The bundled example, whose own promises (its row counts, the default model's targets on it)
+# some tests check whatever dataset conf/ selects.
+BUNDLED = "adult"
+
+
+def reproduce_bundled(repo: Path, root: Path) -> None:
+    """The pipeline on the bundled example in root/pipeline: params.yaml composed with data=adult."""
+    work = root / "pipeline"
+    work.mkdir(parents=True)
+    make_scratch_repo(repo, work)
+    run(work, "gitml", "params", f"data={BUNDLED}")
+    run(work, "dvc", "repro")
+
+
+@pytest.fixture(scope="session")
+def bundled(repo: Path, reproduced: tuple[Path, Reproduction], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The pipeline reproduced on the bundled example whatever conf/ selects: the shared
+    reproduction itself where the bundled example is selected (as shipped), else one of its own
+    (once per run); read, never changed."""
+    work, _ = reproduced
+    if yaml.safe_load((work / "params.yaml").read_text(encoding="utf-8"))["data"]["name"] == BUNDLED:
+        return work
+    return once_per_run(tmp_path_factory, "bundled", lambda root: reproduce_bundled(repo, root)) / "pipeline"
+
+
 @pytest.fixture(scope="session")
 def pipeline(reproduced: tuple[Path, Reproduction], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the reproduction, with a copy of its remote, for tests that change them."""
@@ -88,13 +113,10 @@ def pipeline(reproduced: tuple[Path, Reproduction], tmp_path_factory: pytest.Tem
     return copy
 
 
-@pytest.fixture(scope="session")
-def github(repo: Path, reproduced: tuple[Path, Reproduction], tmp_path_factory: pytest.TempPathFactory) -> GitHub:
-    """The stand-in GitHub the workflow tests share: main as a team has it after `make run`, commit
-    and `dvc push`, and one self-hosted runner's kept virtualenv (GITML_VENV) for every run, holding
-    the pipeline's packages (see seed_venv) but not gitml, which the first run's `make install` adds."""
-    _, reproduction = reproduced
-    root = tmp_path_factory.mktemp("github")
+def new_github(repo: Path, reproduction: Reproduction, root: Path) -> GitHub:
+    """A stand-in GitHub in `root`: main as a team has it after `make run`, commit and `dvc push`,
+    and one self-hosted runner's kept virtualenv (GITML_VENV) for every run, holding the pipeline's
+    packages (see seed_venv) but not gitml, which the first run's `make install` adds."""
     remote = root / "remote"  # a copy: the runs push to it
     shutil.copytree(reproduction.remote, remote)
     seed_venv(root / "venv", ["pipeline"])
@@ -102,3 +124,9 @@ def github(repo: Path, reproduced: tuple[Path, Reproduction], tmp_path_factory: 
     # Byte-compiling the 2 GB environment is most of a warm-cache install; Python compiles what it imports.
     gh.env["PIP_NO_COMPILE"] = "1"
     return gh
+
+
+@pytest.fixture(scope="session")
+def github(repo: Path, reproduced: tuple[Path, Reproduction], tmp_path_factory: pytest.TempPathFactory) -> GitHub:
+    """The stand-in GitHub the pull-request and release stories share (one per worker)."""
+    return new_github(repo, reproduced[1], tmp_path_factory.mktemp("github"))

@@ -39,11 +39,11 @@ from gitml.monitor import drift, scenarios
 from gitml.paths import Paths
 from gitml.serve.predlog import Clock
 from tests.e2e.act import REPOSITORY, GitHub, Run, run_workflow
-from tests.e2e.conftest import Reproduction
+from tests.e2e.conftest import Reproduction, new_github
 from tests.monitor.test_collect import feedback_lines, prediction_lines, write_log
 
-# Its own story in its own stand-in GitHub (the `github` fixture is per worker), so it may run
-# beside the pull request and release stories.
+# Its own story in its own stand-in GitHub, so it may run beside the pull request and release
+# stories, or after them on the same worker: their merges never reach its main.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("drift-workflow")]
 
 BOT_TOKEN = "a-bot-token"
@@ -119,8 +119,9 @@ class Story:
 
 
 @pytest.fixture(scope="module")
-def story(github: GitHub, reproduced: tuple[Path, Reproduction]) -> Story:
-    pipeline, _ = reproduced
+def story(repo: Path, reproduced: tuple[Path, Reproduction], tmp_path_factory: pytest.TempPathFactory) -> Story:
+    pipeline, reproduction = reproduced
+    github = new_github(repo, reproduction, tmp_path_factory.mktemp("drift-github"))
     return Story(github, pipeline, github.remote)
 
 

@@ -110,17 +110,27 @@ def test_a_passing_pull_request_is_reported_and_green(github: GitHub) -> None:
 
 
 def test_a_failing_gate_posts_the_report_then_fails_the_check(github: GitHub) -> None:
+    def tighten(limits: dict[str, Any]) -> None:
+        limits["decide_on"] = "estimate"
+        for limit in limits.values():
+            if isinstance(limit, dict) and "max" in limit:
+                limit["max"] = 0.0
+
     def tighten_every_fairness_limit(repo: Path) -> None:
+        # The generic default (every protected attribute not named) and the selected dataset's own.
         gates = repo / "conf" / "gates" / "default.yaml"
         config = yaml.safe_load(gates.read_text())
-        attributes = config["fairness"]["attributes"]
-        assert attributes, "the gate config names no protected attribute to tighten"
-        for limits in attributes.values():
-            limits["decide_on"] = "estimate"
-            for limit in limits.values():
-                if isinstance(limit, dict) and "max" in limit:
-                    limit["max"] = 0.0
+        tighten(config["fairness"]["default"])
         gates.write_text(yaml.safe_dump(config, sort_keys=False))
+        name = yaml.safe_load((repo / "params.yaml").read_text())["data"]["name"]
+        own = repo / "conf" / "dataset" / f"{name}.yaml"
+        if own.is_file():
+            text = own.read_text()
+            overlay = yaml.safe_load(text)
+            for limits in ((overlay.get("gates") or {}).get("fairness") or {}).get("attributes", {}).values():
+                if limits:
+                    tighten(limits)
+            own.write_text(text.split("\n", 1)[0] + "\n" + yaml.safe_dump(overlay, sort_keys=False))  # keeps @package
         regenerate_params(repo)
 
     pr = open_pull_request(github, 2, tighten_every_fairness_limit, "gates: no fairness gap at all")

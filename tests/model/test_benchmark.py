@@ -31,9 +31,9 @@ def torch_state() -> Iterator[None]:
     torch.use_deterministic_algorithms(deterministic)
 
 
-def test_training_benchmark_compares_like_with_like(bench: ModuleType, adult_sample: Paths, tmp_path: Path) -> None:
+def test_training_benchmark_compares_like_with_like(bench: ModuleType, data_sample: Paths, tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
-    assert bench.main(["--root", str(adult_sample.root), "--epochs", "2", "--rounds", "1", "--json", str(out)]) == 0
+    assert bench.main(["--root", str(data_sample.root), "--epochs", "2", "--rounds", "1", "--json", str(out)]) == 0
     figures = json.loads(out.read_text())
     assert figures["same_training"] is True  # both sides did the same arithmetic on the same batches
     assert set(figures["ratio"]) == {"bare", "project"}

@@ -65,18 +65,18 @@ def outputs(paths: Paths) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Paths:
+def uninterrupted(data_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> Paths:
     """A run start to end, with the default checkpoint folder."""
-    paths = long_copy(adult_sample, tmp_path_factory.mktemp("uninterrupted"))
+    paths = long_copy(data_sample, tmp_path_factory.mktemp("uninterrupted"))
     train(paths)
     return paths
 
 
 @pytest.fixture(scope="module")
-def interrupted(adult_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> tuple[Paths, Path]:
+def interrupted(data_sample: Paths, tmp_path_factory: pytest.TempPathFactory) -> tuple[Paths, Path]:
     """A run killed (SIGKILL) after KILL_AFTER epochs, and its checkpoint folder ($GITML_CHECKPOINT_DIR)."""
     work = tmp_path_factory.mktemp("interrupted")
-    paths = long_copy(adult_sample, work)
+    paths = long_copy(data_sample, work)
     checkpoints = work / "checkpoints"
     process = subprocess.Popen(
         train_command(paths), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=train_env(checkpoints)

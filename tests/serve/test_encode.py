@@ -121,9 +121,9 @@ def assert_same(got: npt.NDArray[np.float32], expected: npt.NDArray[np.float32],
 
 
 @pytest.fixture(scope="module")
-def adult(adult_sample: Paths) -> tuple[DatasetSchema, pd.DataFrame, pd.DataFrame]:
-    schema = DatasetSchema.from_config(load_params(adult_sample.params)["data"], "params.yaml")
-    return schema, pd.read_parquet(adult_sample.split_file("train")), pd.read_parquet(adult_sample.split_file("test"))
+def adult(data_sample: Paths) -> tuple[DatasetSchema, pd.DataFrame, pd.DataFrame]:
+    schema = DatasetSchema.from_config(load_params(data_sample.params)["data"], "params.yaml")
+    return schema, pd.read_parquet(data_sample.split_file("train")), pd.read_parquet(data_sample.split_file("test"))
 
 
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS)

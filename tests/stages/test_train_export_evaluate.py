@@ -15,7 +15,7 @@ import torch
 
 from gitml.bundle.runtime import onnx_scores
 from gitml.cli import main
-from gitml.config import compose_params, load_params
+from gitml.config import compose_params, dataset_schema, load_params
 from gitml.data.features import PreprocessSpec, matrices
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
@@ -191,10 +191,15 @@ def test_a_damaged_checkpoint_is_named_with_the_stage_to_rerun(
 
 def test_reweighing_and_class_weight_change_training(fresh_copy: Fresh) -> None:
     paths = fresh_copy("train.reweigh.enabled=true", "train.class_weight=balanced", "trainer.max_epochs=1")
-    report = train.run(load_params(paths.params), paths)
-    assert report["reweigh"] == ["sex"]
-    positives = (pd.read_parquet(paths.split_file("train"))["income"] == ">50K").sum()
-    assert report["pos_weight"] == pytest.approx((3000 - positives) / positives, abs=1e-5)  # negatives / positives
+    params = load_params(paths.params)
+    report = train.run(params, paths)
+    schema = dataset_schema(params, paths.params)
+    named = params["train"]["reweigh"]["attributes"]  # null: every protected attribute
+    assert report["reweigh"] == (named if named is not None else [c.name for c in schema.protected_columns])
+    labels = pd.read_parquet(paths.split_file("train"))[schema.label.name].astype(str)
+    positives = (labels == schema.positive_class).sum()
+    negatives = len(labels) - positives
+    assert report["pos_weight"] == pytest.approx(negatives / positives, abs=1e-5)
 
 
 def test_reweighing_makes_group_and_label_independent() -> None:
@@ -212,7 +217,7 @@ def test_reweighing_makes_group_and_label_independent() -> None:
     ("override", "message"),
     [
         ("train.class_weight=heavy", "class_weight: use balanced, none or a positive number"),
-        ("train.reweigh.enabled=true train.reweigh.attributes=[income]", "does not mark protected"),
+        ("train.reweigh.enabled=true train.reweigh.attributes=[{label}]", "does not mark protected"),
         ("model.activation=swish", "model.activation: 'swish' is not one of"),
         ("model._target_=gitml.model.network.Transformer", r"model \(from conf/model/\)"),
         ("model.optimizer.lr=-1", r"model \(from conf/model/\): Invalid learning rate"),
@@ -224,9 +229,10 @@ def test_reweighing_makes_group_and_label_independent() -> None:
     ],
 )
 def test_config_mistakes_stop_train_with_a_message(
-    fresh_copy: Fresh, override: str, message: str, capsys: pytest.CaptureFixture[str]
+    fresh_copy: Fresh, data_sample: Paths, override: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    paths = fresh_copy(*override.split())
+    label = dataset_schema(load_params(data_sample.params), data_sample.params).label.name
+    paths = fresh_copy(*override.format(label=label).split())
     assert main(["--root", str(paths.root), "train"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("gitml train: error: ")

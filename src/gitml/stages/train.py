@@ -251,6 +251,9 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     # Lightning's own use of a torch API it has not caught up with; nothing the user can act on.
     warnings.filterwarnings("ignore", message=".*treespec, LeafSpec.*")
+    # Metrics are logged per epoch (the epoch line, DVCLive): a small split's epoch of fewer steps
+    # than trainer.log_every_n_steps loses nothing.
+    warnings.filterwarnings("ignore", message=r".*smaller than the logging interval.*")
     L.seed_everything(config.seed, workers=True, verbose=False)
     try:
         module = TabularClassifier(
