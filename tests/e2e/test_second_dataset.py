@@ -70,8 +70,11 @@ def test_one_config_line_selects_the_dataset_its_card_and_its_settings(byod: Pat
     assert params["data"]["name"] == DATASET
     assert params["card"], "conf/card/german_credit.yaml follows the data choice"
     # conf/dataset/german_credit.yaml is merged over the generic settings.
-    assert params["split"]["stratify"] == ["risk", "sex"]
-    assert params["evaluate"]["threshold"]["rule"] == "youden"
+    own = yaml.safe_load((byod.conf / "dataset" / f"{DATASET}.yaml").read_text(encoding="utf-8"))
+    limit = own["gates"]["deepchecks"]["model_evaluation"]["min_auroc"]
+    assert params["gates"]["deepchecks"]["model_evaluation"]["min_auroc"] == limit
+    generic = yaml.safe_load((byod.conf / "gates" / "default.yaml").read_text(encoding="utf-8"))
+    assert limit != generic["deepchecks"]["model_evaluation"]["min_auroc"]
     train = json.loads(byod.train_report.read_text(encoding="utf-8"))
     # 700 training rows: the batch shrinks so that an epoch is train.min_steps_per_epoch steps.
     assert train["rows"]["train"] < params["train"]["batch_size"]
@@ -94,6 +97,11 @@ def test_the_gate_passes_and_main_of_another_dataset_is_no_comparable_model(byod
     ]
     gated = {c["name"].split("/")[1] for c in gate["checks"] if c["kind"] == "fairness"}
     assert gated == set(protected)
+    # Limits these small splits cannot judge are raised to their sampling noise, and say so.
+    deepchecks = json.loads((byod.root / "reports" / "deepchecks.json").read_text(encoding="utf-8"))
+    raised = [c for c in deepchecks["conditions"] if "gates.deepchecks.sampling_noise_z" in c["details"]]
+    assert raised
+    assert all(c["setting"] for c in raised)
     # ... and every check with a limit names the key that sets it.
     for check in gate["checks"]:
         if check["kind"] == "fairness" or (check["kind"] == "deepchecks" and "Single Value" not in check["name"]):

@@ -20,7 +20,7 @@ from gitml.errors import GitmlError
 from gitml.outputs import ChecksFile, Condition
 from gitml.paths import Paths
 from gitml.stages import deepchecks
-from tests.conftest import copy_repo, toy_config
+from tests.conftest import REPO, copy_repo, toy_config
 
 # One worker runs the module, so that the suites run on the trained sample once (`trained`).
 pytestmark = pytest.mark.xdist_group("deepchecks")
@@ -273,3 +273,30 @@ def test_pages_that_differ_only_in_random_ids_and_check_order_are_written_alike(
     assert first == second
     assert "these checks: Feature Drift, Label Drift, Multivariate Drift, New Category Train Test." in first
     assert first.count("T_00000") == 2  # the table's id, consistently replaced
+
+
+def test_noise_bound_limits_are_raised_to_the_sampling_noise_of_small_splits_only() -> None:
+    config = deepchecks.read_config(load_params(REPO / "params.yaml")["gates"]["deepchecks"], "params.yaml")
+    config["sampling_noise_z"] = 3.0
+    big = deepchecks.noise_floors(3.0, 34_152, 7_318, 1_752)
+    small = deepchecks.noise_floors(3.0, 700, 150, 45)
+    assert all(small[key] > big[key] for key in big)
+    # A floor falls as the splits grow: 1/sqrt(n), never a constant.
+    assert small[("train_test_validation", "max_pps_change")] == pytest.approx(3 / 150**0.5)
+    assert small[("model_evaluation", "max_relative_degradation")] == pytest.approx(3 / 45**0.5)
+    for where in small:  # every floor is a limit of read_config, named by the key that sets it
+        assert where[1] in config[where[0]]
+    generous = {name: dict(v) if isinstance(v, dict) else v for name, v in config.items()}
+    for suite, key in small:
+        generous[suite][key] = 0.5  # above every small-split floor here
+    unchanged, notes = deepchecks.widen(generous, small)
+    assert unchanged == generous
+    assert notes == {}
+    tight = {name: dict(v) if isinstance(v, dict) else v for name, v in config.items()}
+    for suite, key in small:
+        tight[suite][key] = 0.01
+    raised, notes = deepchecks.widen(tight, small)
+    for (suite, key), floor in small.items():
+        assert raised[suite][key] == pytest.approx(min(floor, 1.0), abs=1e-3)
+        assert "gates.deepchecks.sampling_noise_z" in notes[f"gates.deepchecks.{suite}.{key}"]
+    assert deepchecks.widen(tight, deepchecks.noise_floors(0.0, 700, 150, 45))[1] == {}  # z 0: as written

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import re
 import uuid
 import warnings
@@ -94,8 +95,11 @@ SIGNED = {"min_gain_over_tree"}
 
 def read_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
     """gates.deepchecks, checked: {random_state, <suite>: {setting: value}}; every setting is required."""
-    reader = ConfigReader(source, "gates.deepchecks", cfg, {"random_state", *SETTINGS})
-    config: dict[str, Any] = {"random_state": reader.integer("random_state")}
+    reader = ConfigReader(source, "gates.deepchecks", cfg, {"random_state", "sampling_noise_z", *SETTINGS})
+    config: dict[str, Any] = {
+        "random_state": reader.integer("random_state"),
+        "sampling_noise_z": reader.bounded("sampling_noise_z", 0),
+    }
     for suite, keys in SETTINGS.items():
         part = ConfigReader(source, f"gates.deepchecks.{suite}", reader.required(suite), set(keys))
         values: dict[str, Any] = {}
@@ -110,6 +114,40 @@ def read_config(cfg: Mapping[str, Any], source: str) -> dict[str, Any]:
                 values[key] = part.bounded(key, 0, 1)
         config[suite] = values
     return config
+
+
+def noise_floors(z: float, train_rows: int, test_rows: int, fewest_cases: int) -> dict[tuple[str, str], float]:
+    """The least each noise-bound limit can be on splits this size: `z` standard errors of what it
+    measures when nothing is wrong, so that a split too small to tell a real change from sampling
+    noise does not fail on noise. Approximate standard errors: a distance between two samples
+    (KS, Cramer's V, a domain classifier), sqrt(1/n_train + 1/n_test); a score over the test rows,
+    1/sqrt(n_test); a per-class rate over the smaller class's test cases, relative, 1/sqrt(cases).
+    On large splits the floors are far below the configured limits, which then hold as they are."""
+    two_samples = math.sqrt(1 / max(train_rows, 1) + 1 / max(test_rows, 1))
+    return {
+        ("train_test_validation", "max_pps_change"): z / math.sqrt(max(test_rows, 1)),
+        ("train_test_validation", "max_feature_drift"): z * two_samples,
+        ("train_test_validation", "max_multivariate_drift"): z * two_samples,
+        ("model_evaluation", "max_prediction_drift"): z * two_samples,
+        ("model_evaluation", "max_relative_degradation"): z / math.sqrt(max(fewest_cases, 1)),
+    }
+
+
+def widen(config: Mapping[str, Any], floors: Mapping[tuple[str, str], float]) -> tuple[dict[str, Any], dict[str, str]]:
+    """`config` with every limit below its floor raised to it (never above 1), and for each setting
+    raised, the line that says so (added to its condition's details)."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in config.items()}
+    notes: dict[str, str] = {}
+    for (suite, key), floor in floors.items():
+        configured = float(out[suite][key])
+        raised = round(min(max(configured, floor), 1.0), 3)
+        if raised > configured:
+            out[suite][key] = raised
+            notes[f"gates.deepchecks.{suite}.{key}"] = (
+                f"limit {configured:g} raised to {raised:g}: {config['sampling_noise_z']:g} standard errors of "
+                "the sampling noise of splits this size (gates.deepchecks.sampling_noise_z)"
+            )
+    return out, notes
 
 
 @contextlib.contextmanager
@@ -402,6 +440,10 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> ChecksFile:
     bundle = load_bundle(paths.models)
     spec, threshold, session = bundle.spec, bundle.threshold.value, bundle.session
     frames = {name: load_split(paths, name) for name in ("train", "test")}
+    cases = frames["test"][schema.label.name].astype(str).value_counts()
+    fewest = int(cases.min()) if len(cases) == 2 else 0
+    floors = noise_floors(config["sampling_noise_z"], len(frames["train"]), len(frames["test"]), fewest)
+    config, widened = widen(config, floors)
 
     negative, positive = class_names(schema)
     proba: dict[str, npt.NDArray[np.float64]] = {}
@@ -461,6 +503,10 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> ChecksFile:
             checks = len(suites[name].checks)
             report["suites"][name] = {"html": html.relative_to(paths.root).as_posix(), "checks": checks}
             report["conditions"] += outcomes(name, suites[name], results[name])
+    for condition in report["conditions"]:
+        note = widened.get(condition.get("setting") or "")
+        if note:
+            condition["details"] = f"{condition['details']} ({note})".strip()
     CHECKS.write(paths, report)
     return report
 
