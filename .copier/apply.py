@@ -7,7 +7,9 @@ task, does everything the answers change, in the folder copier rendered into (it
                    whole word, becomes the new one in every file the template has: imports,
                    pyproject.toml, the command in the Makefile, dvc.yaml, workflows, docs, tests and
                    deploy/ (data/raw/ is data and stays as it is). Environment variables (GITML_*),
-                   metric names (gitml_*) and class names keep theirs.
+                   metric names (gitml_*) and class names keep theirs. docs/cli.md and, when
+                   generating, params.yaml are written again by the project's own code: their long
+                   lines wrap differently with a name of another length.
   project name     README.md's title and pyproject.toml's description
   Python version   requires-python, ruff's and mypy's targets, the workflows' python-version and the
                    serving image's base
@@ -108,7 +110,7 @@ def write(path: Path, text: str) -> None:
 # --- The answers ------------------------------------------------------------------------------------
 
 
-def check_package(name: str, old: str) -> None:
+def check_package(name: str) -> None:
     if not PACKAGE_NAME.match(name):
         raise AnswerError(
             f"package_name {name!r}: use lower-case letters and digits, starting with a letter (e.g. churnmodel); "
@@ -123,7 +125,7 @@ def check_package(name: str, old: str) -> None:
         else "a module of Python's standard library" if name in sys.stdlib_module_names | {"test"}
         else "the import name of a dependency" if name in locked | IMPORT_NAMES
         else "a command the project runs" if name in COMMANDS
-        else "a folder or file at the project's root" if name in project - {old}
+        else "a folder or file at the project's root" if name in project
         else None
     )  # fmt: skip
     if clash:
@@ -207,6 +209,21 @@ def rename_package(old: str, new: str) -> None:
         shutil.rmtree(folder / "__pycache__", ignore_errors=True)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
+
+
+def refresh_cli_reference(minor: int) -> str | None:
+    """docs/cli.md, written from the command's parser by docs/cli_reference.py, wraps lines that name
+    the command: written again after a rename, by this Python where it is the project's release
+    (argparse's help differs between releases); else the step to run, if any."""
+    script = Path("docs/cli_reference.py")
+    if not script.is_file():
+        return None
+    if sys.version_info[:2] != (3, minor):
+        return f"write docs/cli.md for the new name: `.venv/bin/python {script}`"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"copier task: {script} failed:\n{done.stdout}{done.stderr}")
+    return None
 
 
 def set_project_name(project: str) -> None:
@@ -360,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     generating = os.environ.get("COPIER_OPERATION", "copy") == "copy"
     old = template_package()
     try:
-        check_package(args.package, old)
+        check_package(args.package)
         minor = python_minor(args.python)
         labels = runs_on(args.runner_labels)
         data = Dataset(args) if args.dataset == "own" else None
@@ -369,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         rename_package(old, args.package)
         set_project_name(args.project_name)
         steps = [step for step in [set_python(minor)] if step]
+        if args.package != old:
+            steps += [step for step in [refresh_cli_reference(minor)] if step]
         set_runner(labels)
         set_remote(args.dvc_remote, old, args.package)
         if data is not None:

@@ -192,8 +192,9 @@ def test_the_generated_project_runs_and_passes_its_own_tests(example_project: Pa
     command = example_project / ".venv" / "bin" / PACKAGE
     done = subprocess.run([command, "params", "--check"], cwd=example_project, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
-    # The config, the docs (links, the command's subcommands, make targets) and the data schema.
-    tests = ["tests/test_config.py", "tests/test_docs.py", "tests/data"]
+    # The config, the docs (links, the command's subcommands, make targets, the command reference)
+    # and the data schema.
+    tests = ["tests/test_config.py", "tests/test_docs.py", "tests/test_cli_reference.py", "tests/data"]
     pytest_args = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--no-cov", "--basetemp", str(tmp_path / "t")]
     python = example_project / ".venv" / "bin" / "python"
     done = subprocess.run([python, *pytest_args, *tests], cwd=example_project, env=env, capture_output=True, text=True)
