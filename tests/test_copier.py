@@ -10,6 +10,7 @@ commit a change to copier.yml or .copier/ before testing it."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ import sysconfig
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -34,14 +36,20 @@ PACKAGE = "churnmodel"
 BUNDLED = sorted(REPO.glob("conf/data/*.yaml"))[0].stem
 
 
-def template_package(root: Path) -> str:
-    """The template's import package (the one package under src/): the name a project replaces."""
-    [package] = [p.name for p in (root / "src").iterdir() if (p / "__init__.py").is_file()]
-    return package
+def load_task() -> ModuleType:
+    """copier.yml's task script, .copier/apply.py, as a module: its reading of the template."""
+    spec = importlib.util.spec_from_file_location("copier_task", REPO / ".copier" / "apply.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def word(name: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<!\w){re.escape(name)}(?!\w)")
+TASK = load_task()
+# The template's package (the one under src/), which a project names anew; whole words of it.
+OLD: str = TASK.template_package()
+word = TASK.word
 
 
 def files(root: Path) -> dict[str, Path]:
@@ -51,14 +59,6 @@ def files(root: Path) -> dict[str, Path]:
         for p in sorted(root.rglob("*"))
         if p.is_file() and not {".git", ".venv", "__pycache__"} & set(p.relative_to(root).parts)
     }
-
-
-def text(path: Path) -> str | None:
-    data = path.read_bytes()
-    try:
-        return None if b"\0" in data else data.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -139,16 +139,17 @@ def project_env(project: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("copier")
-def test_the_package_takes_the_new_name_everywhere(template: tuple[Path, str], example_project: Path) -> None:
-    old = template_package(template[0])
+def test_the_package_takes_the_new_name_everywhere(example_project: Path) -> None:
     assert (example_project / "src" / PACKAGE / "__init__.py").is_file()
-    assert not (example_project / "src" / old).exists()
+    assert not (example_project / "src" / OLD).exists()
     leftovers = [
         name
         for name, path in files(example_project).items()
-        if not name.startswith("data/raw/") and (content := text(path)) is not None and word(old).search(content)
+        if not name.startswith("data/raw/")
+        and (content := TASK.text_of(path)) is not None
+        and word(OLD).search(content)
     ]
-    assert leftovers == [], f"{old} is still named in {leftovers}"
+    assert leftovers == [], f"{OLD} is still named in {leftovers}"
     pyproject = tomllib.loads((example_project / "pyproject.toml").read_text())
     assert pyproject["project"]["name"] == PACKAGE
     assert pyproject["project"]["scripts"] == {PACKAGE: f"{PACKAGE}.cli:main"}
@@ -161,20 +162,19 @@ def test_the_package_takes_the_new_name_everywhere(template: tuple[Path, str], e
 @pytest.mark.xdist_group("copier")
 def test_only_the_answers_file_is_rendered(template: tuple[Path, str], example_project: Path) -> None:
     root, _ = template
-    old = template_package(root)
     generated = files(example_project)
-    renamed = {word(old).sub(PACKAGE, name): path for name, path in files(root).items()}
+    renamed = {word(OLD).sub(PACKAGE, name): path for name, path in files(root).items()}
     workflows = [name for name in renamed if name.startswith(".github/workflows/")]
     assert workflows
     for name in workflows:  # byte for byte, but for the package's name
-        expected = word(old).sub(PACKAGE, renamed[name].read_text())
+        expected = word(OLD).sub(PACKAGE, renamed[name].read_text())
         assert generated[name].read_text() == expected, name
     seen = 0
     for name, path in renamed.items():
-        content = text(path)
+        content = TASK.text_of(path)
         if content is None or name.startswith(COPIER_ONLY) or name.startswith("data/raw/"):
             continue
-        expressions = EXPRESSION.findall(word(old).sub(PACKAGE, content))
+        expressions = EXPRESSION.findall(word(OLD).sub(PACKAGE, content))
         assert EXPRESSION.findall(generated[name].read_text()) == expressions, name
         seen += len(expressions)
     assert seen > 100  # the workflows' ${{ }} and the alert rules' {{ }}
@@ -209,7 +209,6 @@ def test_the_generated_project_runs_and_passes_its_own_tests(example_project: Pa
 @pytest.mark.xdist_group("copier")
 def test_an_own_dataset_is_drafted_and_an_update_keeps_it(template: tuple[Path, str], tmp_path: Path) -> None:
     root, _ = template
-    old = template_package(root)
     source = write_csv(tmp_path / "downloads" / "churn.csv", toy_rows(300))
     # A template of its own, to commit a later version to.
     later = tmp_path / "template"
@@ -265,9 +264,9 @@ def test_an_own_dataset_is_drafted_and_an_update_keeps_it(template: tuple[Path, 
     # A later template: a changed workflow, a line added to the package, a new page naming the command.
     with (later / ".github" / "workflows" / "pr.yml").open("a") as fh:
         fh.write("# A later template's line.\n")
-    with (later / "src" / old / "cli.py").open("a") as fh:
-        fh.write(f"# Added later: {old}.cli\n")
-    (later / "docs" / "later.md").write_text(f"# Later\n\n`{old} summary` prints what the pipeline made.\n")
+    with (later / "src" / OLD / "cli.py").open("a") as fh:
+        fh.write(f"# Added later: {OLD}.cli\n")
+    (later / "docs" / "later.md").write_text(f"# Later\n\n`{OLD} summary` prints what the pipeline made.\n")
     git(later, "add", "-A")
     git(later, "commit", "-q", "-m", "later")
     second = git(later, "rev-parse", "HEAD")
@@ -278,7 +277,7 @@ def test_an_own_dataset_is_drafted_and_an_update_keeps_it(template: tuple[Path, 
     assert (project / ".github" / "workflows" / "pr.yml").read_text().endswith("# A later template's line.\n")
     assert (project / "src" / "churn" / "cli.py").read_text().endswith("# Added later: churn.cli\n")
     assert "`churn summary`" in (project / "docs" / "later.md").read_text()
-    assert not (project / "src" / old).exists()
+    assert not (project / "src" / OLD).exists()
     assert '\'["self-hosted","gpu"]\'' in (project / ".github" / "workflows" / "pr.yml").read_text()
     assert {name: (project / name).read_bytes() for name in ours} == ours
     assert (project / "data" / "raw" / "churn.csv").is_file()
