@@ -143,7 +143,9 @@ def test_the_manifest_records_the_probe_it_is_given(sample: Paths) -> None:
 def test_a_model_exported_for_another_preprocessing_is_refused(sample: Paths) -> None:
     """Every hash in the manifest matches, but the spec is not the one the model was exported behind."""
     spec = json.loads(sample.preprocess.read_text())
-    spec["features"][0]["center"] = spec["features"][0].get("center", 0) + 1  # a spec fitted on other data
+    # A spec fitted on other data: a numeric feature's centre moved (its first one, whatever its place).
+    numeric = next(f for f in spec["features"] if "center" in f)
+    numeric["center"] += 1
     sample.preprocess.write_text(json.dumps(spec))
     manifest = json.loads(sample.manifest.read_text())
     manifest["files"][bundle.PREPROCESS] = sha256(sample.preprocess)

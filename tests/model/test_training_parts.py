@@ -130,7 +130,9 @@ def test_the_train_config_is_params_train() -> None:
     assert (config.seed, config.batch_size, config.threads) == (train["seed"], train["batch_size"], train["threads"])
     assert config.class_weight == train["class_weight"]
     assert (config.monitor, config.patience, config.min_delta) == tuple(stopping.values())
-    assert (config.reweigh, list(config.reweigh_attributes)) == (reweigh["enabled"], reweigh["attributes"])
+    attributes = None if config.reweigh_attributes is None else list(config.reweigh_attributes)
+    assert (config.reweigh, attributes) == (reweigh["enabled"], reweigh["attributes"])  # null: every protected one
+    assert config.min_steps_per_epoch == train["min_steps_per_epoch"]
 
 
 @pytest.mark.parametrize(

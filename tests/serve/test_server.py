@@ -22,10 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gitml import bundle
 from gitml.bundle import Manifest
+from gitml.data.schema import Column, DatasetSchema
 from gitml.paths import Paths
 from gitml.serve.predlog import labelled, predictions, read_lines
 from gitml.serve.requests import request_columns
-from tests.logs.conftest import required_field, served_schema
+from tests.logs.conftest import request_field, required_field, served_schema
 from tests.serve.conftest import GIT_SHA, MODEL_VERSION, Server, request_records
 
 pytestmark = pytest.mark.slow
@@ -148,29 +149,52 @@ def test_a_body_that_is_not_records_is_rejected_with_a_reason(
         assert detail[0]["loc"] == loc
 
 
-FIELD_ERRORS: list[tuple[str, Any, str]] = [
-    ("age", "forty", "valid number"),
-    ("age", True, "valid number"),
-    ("age", 39.5, "fractional part"),
-    ("age", 150, "less than or equal to 90"),
-    ("age", 10**40, "less than or equal to 90"),  # past 64 bits: rejected, and not echoed back
-    ("age", 3, "greater than or equal to 17"),
-    ("age", None, "valid number"),
-    ("workclass", "Astronaut", "'Federal-gov'"),
-    ("workclass", 7, "'Federal-gov'"),
-    ("sex", ["Male"], "'Female'"),
-    ("hours-per-week", {"value": 40}, "valid number"),
-]
+def integer_field(schema: DatasetSchema) -> Column:
+    """A non-nullable integer field with declared bounds (pytest skips where the dataset has none)."""
+    return request_field(
+        schema,
+        "bounded integer",
+        lambda c: c.dtype == "integer" and not c.nullable and None not in (c.minimum, c.maximum),
+    )
 
 
-@pytest.mark.parametrize(("name", "value", "message"), FIELD_ERRORS)
+def bad_field(schema: DatasetSchema, case: str) -> tuple[str, Any, str]:
+    """(field, value, what the 422 says) for one kind of bad value, on a field of the served schema."""
+    if case.startswith("integer"):
+        column = integer_field(schema)
+        low, high = int(column.minimum or 0), int(column.maximum or 0)
+        return column.name, *{
+            "integer-text": ("forty", "valid number"),
+            "integer-bool": (True, "valid number"),
+            "integer-fraction": (low + 0.5, "fractional part"),
+            "integer-above": (high + 60, f"less than or equal to {high}"),
+            "integer-huge": (10**40, f"less than or equal to {high}"),  # past 64 bits: rejected, not echoed back
+            "integer-below": (low - 14, f"greater than or equal to {low}"),
+            "integer-null": (None, "valid number"),
+            "integer-object": ({"value": 40}, "valid number"),
+        }[case]
+    column = request_field(schema, "categorical", lambda c: c.dtype == "categorical" and not c.nullable)
+    assert column.categories is not None
+    first = f"'{column.categories[0]}'"
+    return column.name, *{"category-unknown": ("Astronaut", first), "category-number": (7, first),
+                          "category-list": ([column.categories[0]], first)}[case]  # fmt: skip
+
+
+FIELD_ERRORS = [
+    "integer-text", "integer-bool", "integer-fraction", "integer-above", "integer-huge", "integer-below",
+    "integer-null", "integer-object", "category-unknown", "category-number", "category-list",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", FIELD_ERRORS)
 def test_a_bad_field_gets_422_naming_the_field(
-    server: Server, records: list[dict[str, Any]], name: str, value: Any, message: str
+    server: Server, served: Paths, records: list[dict[str, Any]], case: str
 ) -> None:
+    name, value, message = bad_field(served_schema(served), case)
     batch = [dict(records[0]), {**records[1], name: value}, dict(records[2])]
     single = httpx.post(f"{server.url}/predict", json=batch[1])
     assert single.status_code == 422
-    assert [(e["loc"], message in e["msg"]) for e in single.json()["detail"]] == [(["body", name], True)]
+    assert [(e["loc"], message in e["msg"]) for e in single.json()["detail"]] == [(["body", name], True)], single.text
     many = httpx.post(f"{server.url}/predict", json=batch)
     assert many.status_code == 422
     assert [e["loc"] for e in many.json()["detail"]] == [["body", 1, name]]
@@ -193,7 +217,7 @@ def test_missing_and_unknown_fields_are_named(server: Server, served: Paths, rec
 
 
 def test_an_oversized_batch_or_body_gets_413(server: Server, records: list[dict[str, Any]]) -> None:
-    too_many = httpx.post(f"{server.url}/predict", json=(records * 2)[:1001])
+    too_many = httpx.post(f"{server.url}/predict", json=(records * (1001 // len(records) + 1))[:1001])
     assert too_many.status_code == 413
     assert "1000" in too_many.json()["detail"]
     too_big = httpx.post(f"{server.url}/predict", content=b"[" + b" " * (5 * 2**20) + b"]")

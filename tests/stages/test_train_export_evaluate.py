@@ -42,12 +42,13 @@ def trained(trained_sample: Trained, tmp_path_factory: pytest.TempPathFactory) -
 def test_train_writes_the_spec_the_checkpoint_and_dvclive_curves(trained: Trained) -> None:
     paths, reports = trained
     report = reports["train"]
-    assert report["rows"] == {"train": 3000, "val": 1000}
+    assert report["rows"] == {name: len(pd.read_parquet(paths.split_file(name))) for name in ("train", "val")}
     assert report["epochs"] == 3
     assert 0 <= report["best_epoch"] < 3
-    assert report["best"]["val/auroc"] > 0.8  # a real signal, even from 3,000 rows and 3 epochs
+    assert report["best"]["val/auroc"] > 0.6  # a real signal, even from a small sample and 3 epochs
     spec = PreprocessSpec.load(paths.preprocess)
-    assert report["features"] == {"columns": 13, "width": spec.width}
+    schema = dataset_schema(load_params(paths.params), paths.params)
+    assert report["features"] == {"columns": len(schema.feature_columns), "width": spec.width}
     module = TabularClassifier.load_from_checkpoint(str(paths.checkpoint), map_location="cpu")
     assert module.hparams["in_features"] == spec.width
     assert module.hparams["model"]["hidden"] == [128, 64]
@@ -70,7 +71,7 @@ def test_checkpoint_names_no_path_of_this_machine(trained: Trained) -> None:
 def test_onnx_has_a_dynamic_batch_axis_and_matches_torch(trained: Trained) -> None:
     paths, reports = trained
     assert reports["export"]["passed"] is True
-    assert reports["export"]["rows"] == 1000
+    assert reports["export"]["rows"] == len(pd.read_parquet(paths.split_file("test")))
     assert reports["export"]["max_abs_diff"] <= 1e-5
     model = onnx.load(str(paths.onnx))
     batch = model.graph.input[0].type.tensor_type.shape.dim[0]
@@ -90,21 +91,26 @@ def test_evaluate_reports_metrics_groups_and_plot_data(trained: Trained) -> None
     assert set(metrics["test"]) >= {
         "accuracy", "balanced_accuracy", "precision", "recall", "f1", "auroc", "average_precision", "brier", "ece",
     }  # fmt: skip
-    assert metrics["test"]["rows"] == 1000
-    assert set(metrics["fairness"]) == {"age", "race", "sex"}
+    schema = dataset_schema(load_params(paths.params), paths.params)
+    test_rows = len(pd.read_parquet(paths.split_file("test")))
+    assert metrics["test"]["rows"] == test_rows
+    protected = [c.name for c in schema.protected_columns]
+    assert set(metrics["fairness"]) == set(protected)
     for gaps in metrics["fairness"].values():
         assert set(gaps) >= {
             "demographic_parity_difference", "demographic_parity_ratio", "equal_opportunity_difference",
             "equalized_odds_difference",
         }  # fmt: skip
     groups = json.loads(paths.fairness.read_text())
-    assert set(groups["age"]) == {"<25", "25-44", "45-64", "65+"}  # the schema's age bands
-    assert sum(g["size"] for g in groups["sex"].values()) == 1000
+    for column in schema.protected_columns:
+        if column.band_labels is not None:  # a banded number's groups are its bands
+            assert set(groups[column.name]) <= set(column.band_labels)
+        assert sum(g["size"] for g in groups[column.name].values()) == test_rows
     for name in ("roc.json", "pr.json", "calibration.json", "groups.json"):
         assert json.loads((paths.plots / name).read_text()), name
     confusion = (paths.plots / "confusion.csv").read_text().splitlines()
     assert confusion[0] == "actual,predicted"
-    assert len(confusion) == 1001
+    assert len(confusion) == test_rows + 1
 
 
 def test_threshold_is_chosen_on_validation_and_saved_for_the_server(trained: Trained) -> None:
@@ -113,7 +119,8 @@ def test_threshold_is_chosen_on_validation_and_saved_for_the_server(trained: Tra
     schema = DatasetSchema.from_config(params["data"])
     spec = PreprocessSpec.load(paths.preprocess)
     x_val, y_val = matrices(spec, schema, pd.read_parquet(paths.split_file("val")))
-    expected = round(choose_threshold(onnx_scores(paths.onnx, x_val), y_val, "max_accuracy", 0.5), 6)
+    rule = params["evaluate"]["threshold"]
+    expected = round(choose_threshold(onnx_scores(paths.onnx, x_val), y_val, rule["rule"], rule["value"]), 6)
     saved = json.loads(paths.threshold.read_text())
     assert saved["threshold"] == expected == reports["evaluate"]["threshold"]["value"]
     scores = pd.read_parquet(paths.test_scores)
