@@ -321,7 +321,9 @@ def test_the_gate_writes_every_check_and_passes_the_committed_model(
     report = json.loads(gate_repo.gate.read_text(encoding="utf-8"))
     kinds = {c["kind"] for c in report["checks"]}
     assert kinds == {"bundle", "deepchecks", "fairness", "champion"}
-    configured = gated_limits(load_params(gate_repo.params)["gates"]["fairness"], "params.yaml", PROTECTED)
+    params = load_params(gate_repo.params)
+    protected = [c.name for c in dataset_schema(params, gate_repo.params).protected_columns]
+    configured = gated_limits(params["gates"]["fairness"], "params.yaml", protected)
     fairness = [c["name"] for c in report["checks"] if c["kind"] == "fairness"]
     assert fairness == [f"fairness/{a}/{m}" for a, ms in configured.items() for m in ms]
     for check in report["checks"]:
@@ -374,12 +376,24 @@ def test_a_failed_condition_fails_the_verdict_after_writing_the_report(
 
 
 def test_a_tightened_limit_fails_the_committed_model(gate_repo: Paths) -> None:
-    compose_params(
-        gate_repo.conf, gate_repo.params, ["gates.fairness.attributes.sex.equalized_odds_difference.max=0.05"]
-    )
+    # The committed model's widest equalized-odds gap, held to half of what decides it (its
+    # estimate, or the low end of its interval), the attribute's other limits as they are.
+    fairness = json.loads(gate_repo.metrics.read_text())["fairness"]
+    intervals = json.loads(gate_repo.intervals.read_text())["fairness"]
+    gaps = {a: m["equalized_odds_difference"] for a, m in fairness.items() if m.get("equalized_odds_difference")}
+    attribute = max(gaps, key=gaps.__getitem__)
+    named = load_params(gate_repo.params)["gates"]["fairness"]["attributes"].get(attribute)
+    if named:
+        low = intervals[attribute]["equalized_odds_difference"][0]
+        deciding = low if named["decide_on"] == "interval" else gaps[attribute]
+        override = f"++gates.fairness.attributes.{attribute}.equalized_odds_difference={{max: {deciding / 2:.4f}}}"
+    else:  # held to the generic default: named now, with this one limit
+        limit = f"{{decide_on: estimate, equalized_odds_difference: {{max: {gaps[attribute] / 2:.4f}}}}}"
+        override = f"++gates.fairness.attributes.{attribute}={limit}"
+    compose_params(gate_repo.conf, gate_repo.params, [override])
     report = gate.run(load_params(gate_repo.params), gate_repo)
     failed = [c["name"] for c in report["checks"] if not c["passed"]]
-    assert failed == ["fairness/sex/equalized_odds_difference"]
+    assert failed == [f"fairness/{attribute}/equalized_odds_difference"]
 
 
 def test_missing_inputs_name_the_stage_to_run(gate_repo: Paths, capsys: pytest.CaptureFixture[str]) -> None:
