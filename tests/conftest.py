@@ -355,3 +355,17 @@ def trained_sample(data_sample: Paths, tmp_path_factory: pytest.TempPathFactory)
     root = once_per_run(tmp_path_factory, "trained", build)
     reports = json.loads((root / "reports.json").read_text())
     return Paths(root / reports.pop("root")), reports
+
+
+def unshifted_source(paths: Paths) -> Path:
+    """Rows of the drift reference's population to replay as unshifted traffic: the test split, or,
+    where it holds fewer rows than a drift check's smallest window (drift.min_rows; a small
+    dataset's 150 test rows), the reference itself. Thousands of draws from a handful of rows are
+    those rows' own mix, which differs from the reference by their sampling noise, and a drift
+    check of thousands of rows rightly sees it; drawn from the reference they are its population."""
+    import pandas as pd
+    import yaml
+
+    smallest = yaml.safe_load(paths.params.read_text(encoding="utf-8"))["drift"]["min_rows"]
+    test = paths.split_file("test")
+    return test if len(pd.read_parquet(test)) >= smallest else paths.split_file("reference")

@@ -75,6 +75,8 @@ def world(trained_sample: Trained, tmp_path_factory: pytest.TempPathFactory) -> 
         pd.read_parquet(paths.split_file("reference")).drop_duplicates(), how="left", indicator=True
     )["_merge"].eq("both")
     pool = clean[~in_reference.to_numpy()].reset_index(drop=True)
+    if len(pool) < params["drift"]["min_rows"]:  # a small dataset (tests/conftest.py's unshifted_source)
+        pool = pd.read_parquet(paths.split_file("reference"))
     names = drift.request_names(bundle.schema)
     config = DriftConfig.from_config(params["drift"], "params.yaml")
     # Live fairness has its own tests below: the gate's limits judge the model, not the population.

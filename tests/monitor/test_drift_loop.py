@@ -16,6 +16,7 @@ import pytest
 from gitml.bundle import load
 from gitml.cli import main
 from gitml.paths import Paths
+from tests.conftest import unshifted_source
 from tests.logs.conftest import S3, ship_logs
 
 pytestmark = pytest.mark.slow
@@ -78,7 +79,7 @@ def test_unshifted_traffic_from_s3_is_no_drift(
     served: Paths, start_server: Any, moto: S3, bucket: str, tmp_path: Path
 ) -> None:
     server = start_server(served.root, log_dir=tmp_path / "log")
-    traffic(served, server.url, "--rows", "3000", "--feedback-share", "0.1")
+    traffic(served, server.url, "--rows", "3000", "--feedback-share", "0.1", "--from", str(unshifted_source(served)))
     url = shipped(served, server, bucket, tmp_path)
     status, report = drift(served, url, tmp_path / "out")
     assert status == 0, [f for f in report["findings"] if f["drifted"]]
