@@ -47,7 +47,11 @@ def test_draft_of_a_file_with_a_header(tmp_path: Path) -> None:
     assert schema.column("balance").dtype == "float"
     assert schema.positive_class == "yes"  # the rarer class
     assert cfg["raw"] == {
-        "files": [{"path": "data/raw/customers.csv"}],
+        "files": [
+            {"path": "data/raw/customers.csv"},
+            # where `gitml collect` writes labelled production records, so retraining reads them
+            {"path": "data/raw/production/*.csv", "header": True, "delimiter": ",", "generalised": True},
+        ],
         "delimiter": ",",
         "header": True,
         "missing_values": ["?"],
@@ -164,3 +168,10 @@ def test_protected_attributes_are_found_by_any_word_of_their_name_and_by_their_v
     text = draft_schema(path, tmp_path, "people", "label")
     assert "a protected attribute (its values are sex)" in text
     assert "a protected attribute (its name says colour)" in text
+
+
+def test_the_drafted_production_entry_is_where_collect_writes() -> None:
+    from gitml.data.draft import COLLECTED
+    from gitml.monitor.collect import OUT
+
+    assert f"{OUT.as_posix()}/*.csv" == COLLECTED

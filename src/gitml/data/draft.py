@@ -47,6 +47,8 @@ PROTECTED_VALUES = {
 AGE_BANDS = (25, 45, 65)
 IDENTIFIER_NAMES = re.compile(r"(^|[-_ ])(id|uuid|guid|key)$|^(id|uuid)[-_ ]", re.I)
 SNIFF_BYTES = 64 * 1024
+# Where `gitml collect` writes production records (gitml.monitor.collect.OUT), as raw.files reads them.
+COLLECTED = "data/raw/production/*.csv"
 
 
 @dataclass
@@ -222,6 +224,12 @@ def draft_schema(path: Path, root: Path, name: str, label: str, positive: str | 
         "raw:",
         "  files:",
         f"    - path: {_flow(str(relative))}",
+        "    # Labelled production records that retraining collects from the prediction log",
+        "    # (`gitml collect`, one file per window); none until a retraining pull request adds one.",
+        f"    - path: {_flow(COLLECTED)}",
+        "      header: true",
+        "      delimiter: ','",
+        "      generalised: true",
         f"  delimiter: {_flow(delimiter)}",
         f"  header: {_flow(header)}",
         f"  missing_values: {_flow(missing or [''])}",
