@@ -226,7 +226,7 @@ def test_an_own_dataset_is_drafted_and_an_update_keeps_it(template: tuple[Path, 
     assert (project / "data" / "raw" / "churn.csv").read_bytes() == source.read_bytes()
     schema = yaml.safe_load((project / "conf" / "data" / "churn.yaml").read_text())
     assert schema["name"] == "churn"
-    assert schema["raw"]["files"] == [{"path": "data/raw/churn.csv"}]
+    assert schema["raw"]["files"][0] == {"path": "data/raw/churn.csv"}  # then where `collect` writes
     assert schema["columns"]["churned"]["role"] == "label"
     defaults = yaml.safe_load((project / "conf" / "config.yaml").read_text())["defaults"]
     assert {"data": "churn"} in defaults
