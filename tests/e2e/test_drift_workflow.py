@@ -258,6 +258,12 @@ def test_a_window_the_check_cannot_judge_fails_with_its_message(story: Story) ->
 
 
 def test_retraining_opens_a_pull_request_with_the_new_data_and_its_reproduction(story: Story) -> None:
+    schema = story.bundle.schema
+    if not any(c.pii in ("drop", "pseudonymize") for c in schema.columns):
+        # The story replays the dataset's own records as production traffic. Where ingest keeps
+        # every column, a replayed record equals its raw original, and ingest rightly quarantines
+        # the collected file as duplicates; new records are needed, which this story cannot make.
+        pytest.skip(f"{schema.name}: replayed records equal their raw originals (no column dropped at ingest)")
     gh = story.gh
     first = story.dispatches()[0]
     pulls = story.world / "pulls"

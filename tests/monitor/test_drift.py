@@ -98,7 +98,14 @@ def test_no_false_alarm_on_the_unshifted_population(world: World, rows: int) -> 
         # Every test ran, and none came near its limit by chance at this size.
         kinds = {f.kind for f in result.findings}
         assert {"prediction", "multivariate", "label", "performance"} <= kinds
-        assert max(f.severity for f in result.findings if f.kind != "fairness") < 1.5
+        # (A live score better than the test split's is no step towards an alarm: on a small
+        # dataset's reference rows, which the model trained on, it is.)
+        near = [
+            f.severity
+            for f in result.findings
+            if f.kind != "fairness" and not (f.kind == "performance" and (f.effect or 0) < 0)
+        ]
+        assert max(near) < 1.5
 
 
 @pytest.mark.parametrize(("rows", "amount"), [(1000, 0.5), (5000, 0.3)])

@@ -34,7 +34,7 @@ ADULT = DatasetSchema.from_config(
 TOY = DatasetSchema.from_config(TOY_CONFIG, "toy")
 SCHEMAS = {"adult": ADULT, "toy": TOY}
 MAX_ITEMS = 5
-EXACT = 2**53  # whole numbers without declared bounds are taken up to here
+EXACT = 2**53 - 1  # whole numbers without declared bounds are taken up to here
 KINDS = {"unknown_field", "label_field", "body", "invalid_json", "batch_size"}  # the reasons that are not field names
 REF = "#/components/schemas/{model}"
 
@@ -479,9 +479,11 @@ def test_feedback_validates_its_id_index_and_label() -> None:
         (0, 10, "10", 10),
         (None, None, "123456789", 123456789),
         (None, None, "-5", -5),
-        (None, None, str(2**53), 2**53),
-        (None, None, f"{-(2**53)}.0", -(2**53)),
-        (None, None, str(2**53 + 2), None),  # past 2**53 a float no longer holds every whole number
+        (None, None, str(2**53 - 1), 2**53 - 1),
+        (None, None, f"{-(2**53 - 1)}.0", -(2**53 - 1)),
+        (None, None, str(2**53), None),  # from 2**53 a float no longer holds every whole number:
+        (None, None, str(2**53 + 1), None),  # 2**53 + 1 parses as 2**53, so both are refused
+        (None, None, str(2**53 + 2), None),
         (None, None, "1e300", None),
         (0, 10, "3.5", None),
         (0, 10, "1e-10", None),

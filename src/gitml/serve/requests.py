@@ -71,7 +71,9 @@ def _field_type(column: Column) -> Any:
     return NotRequired[kind | None] if column.nullable else kind
 
 
-EXACT_INTEGER = 2**53
+# The largest whole number a float holds with its neighbours: 2**53 itself is also what 2**53 + 1
+# parses to, so a bound of 2**53 would take 2**53 + 1 (which the OpenAPI schema refuses).
+EXACT_INTEGER = 2**53 - 1
 
 
 def _plain(number: float) -> float | int:
@@ -84,8 +86,8 @@ def whole_number(minimum: float | None = None, maximum: float | None = None) -> 
     A strict float (no strings, no booleans, finite, in range) then an exact conversion to int,
     both in pydantic-core: no Python call per value on the hot path. (Pydantic's own strict int
     refuses 23.0; its lax int takes "23"; its float `multiple_of` has a tolerance that lets
-    1e-10 through.) Without declared bounds the range is +-2**53, where floats stop holding every
-    whole number.
+    1e-10 through.) Without declared bounds the range is +-(2**53 - 1), past which floats stop
+    holding every whole number.
     """
     minimum = -EXACT_INTEGER if minimum is None else minimum
     maximum = EXACT_INTEGER if maximum is None else maximum
