@@ -18,6 +18,8 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from tests.conftest import REPO
+
 HEAVY = {"torch", "lightning", "pandas", "deepchecks", "dvc", "scikit-learn"}
 
 
@@ -38,6 +40,16 @@ def requires_python(repo: Path) -> SpecifierSet:
 def lowest_python(repo: Path) -> Version:
     """The lowest release requires-python admits: ">=3.11,<3.12" -> 3.11 (that is, 3.11.0)."""
     return min(Version(s.version) for s in requires_python(repo) if s.operator in (">=", "~="))
+
+
+# The Python releases the tests below use, from requires-python (a project generated for another
+# Python, copier.yml's python_version, has other ones): the lowest minor version admitted, and
+# versions below and above the range.
+LOWEST = lowest_python(REPO)
+SERIES = f"{LOWEST.major}.{LOWEST.minor}"
+OUTSIDE = [f"{LOWEST.major}.{LOWEST.minor + 1}.3", f"{LOWEST.major}.{LOWEST.minor - 1}.14",
+           f"{LOWEST.major}.{LOWEST.minor + 2}.0rc1", "2.7.18"]  # fmt: skip
+INSIDE = [f"{SERIES}.0", f"{SERIES}.2", f"{SERIES}.99"]
 
 
 def fake_python(path: Path, version: str) -> Path:
@@ -145,14 +157,16 @@ def make(copy: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["make", *args], cwd=copy, capture_output=True, text=True, check=False)
 
 
-@pytest.mark.parametrize("version", ["3.12.3", "3.10.14", "3.13.0rc1", "2.7.18"])
+@pytest.mark.parametrize("version", OUTSIDE)
 def test_make_refuses_a_python_outside_requires_python(make_copy: Path, tmp_path: Path, version: str) -> None:
     python = fake_python(tmp_path / "python", version)
     result = make(make_copy, f"PYTHON={python}", ".venv/.stamp-pipeline")
+    declared = tomllib.loads((make_copy / "pyproject.toml").read_text())["project"]["requires-python"]
     assert result.returncode != 0
     assert (
-        f'gitml needs Python 3.11.0 to 3.11.x (requires-python ">=3.11,<3.12" in pyproject.toml); '
-        f"found Python {version} at {python}. Run make with one of those, e.g. `make PYTHON=python3.11 run`."
+        f'gitml needs Python {SERIES}.0 to {SERIES}.x (requires-python "{declared}" in '
+        f"pyproject.toml); found Python {version} at {python}. Run make with one of those, e.g. "
+        f"`make PYTHON=python{SERIES} run`."
     ) in result.stderr
     assert not (make_copy / ".venv").exists()
 
@@ -161,7 +175,7 @@ def test_make_names_a_missing_python(make_copy: Path) -> None:
     result = make(make_copy, "PYTHON=python3.99-not-here", ".venv/.stamp-pipeline")
     assert result.returncode != 0
     assert "there is no 'python3.99-not-here' here" in result.stderr
-    assert "`make PYTHON=python3.11 run`" in result.stderr
+    assert f"`make PYTHON=python{SERIES} run`" in result.stderr
 
 
 def test_make_says_when_a_python_does_not_run(make_copy: Path, tmp_path: Path) -> None:
@@ -176,18 +190,19 @@ def test_make_says_when_a_python_does_not_run(make_copy: Path, tmp_path: Path) -
 
 def test_make_refuses_a_venv_made_by_another_python(make_copy: Path) -> None:
     (make_copy / ".venv" / "bin").mkdir(parents=True)
-    fake_python(make_copy / ".venv" / "bin" / "python", "3.12.3")
+    fake_python(make_copy / ".venv" / "bin" / "python", OUTSIDE[0])
     result = make(make_copy, ".venv/.stamp-serve")
     assert result.returncode != 0
-    assert ".venv was made by Python 3.12.3 (.venv/bin/python). Remove it (`rm -rf .venv`)" in result.stderr
+    assert f".venv was made by Python {OUTSIDE[0]} (.venv/bin/python). Remove it (`rm -rf .venv`)" in result.stderr
     assert not (make_copy / ".venv" / ".stamp-serve").exists()
 
 
 def recording_python(venv: Path, log: Path) -> None:
-    """A venv whose python says it is 3.11.7 and records every other command line (pip's) in `log`."""
+    """A venv whose python says it is a release of requires-python (3.11.7) and records every other
+    command line (pip's) in `log`."""
     (venv / "bin").mkdir(parents=True)
     python = venv / "bin" / "python"
-    said = "[ \"$1\" = --version ] && { echo 'Python 3.11.7'; exit 0; }"
+    said = f"[ \"$1\" = --version ] && {{ echo 'Python {SERIES}.7'; exit 0; }}"
     python.write_text(f"#!/bin/sh\n{said}\necho \"$*\" >> '{log}'\n")
     python.chmod(0o755)
 
@@ -239,7 +254,7 @@ def test_make_installs_again_when_the_lock_changes_and_only_then(make_copy: Path
     assert not (venv / ".stamp-serve").exists()
 
 
-@pytest.mark.parametrize("version", ["3.11.0", "3.11.2", "3.11.99"])
+@pytest.mark.parametrize("version", INSIDE)
 def test_the_check_accepts_every_python_in_the_range(repo: Path, tmp_path: Path, version: str) -> None:
     for python in (fake_python(tmp_path / "python", version), Path(sys.executable)):
         result = subprocess.run(
