@@ -258,7 +258,14 @@ def run_workflow(
     gh.git(clone, "checkout", "-q", "--detach", sha)
     event_file = gh.root / f"event-{gh.runs}.json"
     event_file.write_text(json.dumps(event))
-    variables = {**({"GITML_VENV": str(gh.venv)} if gh.venv else {}), **(variables or {})}
+    # TRAINING_RUNNER set, as a team sets it, to the label this machine stands in for: a project
+    # generated with other training runner labels (copier.yml's runner_labels) has them as the
+    # workflows' default, which no -P here maps, and act would skip its training job.
+    variables = {
+        "TRAINING_RUNNER": json.dumps(runners[0]),
+        **({"GITML_VENV": str(gh.venv)} if gh.venv else {}),
+        **(variables or {}),
+    }
     command = [
         str(BIN / "act"), event_name, "-W", f".github/workflows/{workflow}", "-e", str(event_file),
         # The labels given map to this machine; any other runs-on (a self-hosted label) maps to
