@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -15,6 +16,7 @@ import yaml
 from gitml.cli import main
 from gitml.gates.checks import Check
 from gitml.gates.fairness import fairness_checks, gated_limits
+from tests.conftest import git
 
 
 @pytest.fixture
@@ -112,3 +114,33 @@ def test_the_batch_shrinks_so_a_small_split_trains_in_several_steps(rows: int, b
 
     config = TrainConfig(42, 2048, 16, None, "none", "val/auroc", 4, 0.0, False, None)
     assert batch_size_for(config, rows) == batch
+
+
+def test_a_baseline_of_another_dataset_label_or_positive_class_is_no_comparable_model(tmp_path: Path) -> None:
+    from gitml.baseline import branch_baseline, incomparable
+
+    columns: dict[str, dict[str, str]] = {"risk": {"role": "label", "positive": "bad"}, "age": {"role": "feature"}}
+    data: dict[str, Any] = {"name": "credit", "columns": columns}
+    git(tmp_path, "init", "-q", "-b", "main")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"data": data}))
+    git(tmp_path, "add", "params.yaml")
+    git(tmp_path, "commit", "-qm", "main")
+    main_branch = branch_baseline(tmp_path)
+
+    assert incomparable({"data": data}, main_branch) is None
+    # A schema edit of the same problem (a column more) still compares.
+    wider = {**data, "columns": {**columns, "income": {"role": "feature"}}}
+    assert incomparable({"data": wider}, main_branch) is None
+    for changed, said in (
+        ({**data, "name": "census"}, "dataset 'census' (risk = bad)"),
+        ({**data, "columns": {"default": {"role": "label", "positive": "yes"}}}, "dataset 'credit' (default = yes)"),
+        ({**data, "columns": {"risk": {"role": "label", "positive": "good"}}}, "dataset 'credit' (risk = good)"),
+    ):
+        why = incomparable({"data": changed}, main_branch)
+        assert why is not None
+        assert "was trained on dataset 'credit' (risk = bad)" in why
+        assert why.endswith(f"this model on {said}")
+    # Nothing committed to compare with, or no params.yaml there: nothing says it differs.
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-not-a-repository"
+    elsewhere.mkdir()
+    assert incomparable({"data": data}, branch_baseline(elsewhere)) is None
