@@ -364,8 +364,9 @@ def unshifted_source(paths: Paths) -> Path:
     those rows' own mix, which differs from the reference by their sampling noise, and a drift
     check of thousands of rows rightly sees it; drawn from the reference they are its population."""
     import pandas as pd
-    import yaml
 
-    smallest = yaml.safe_load(paths.params.read_text(encoding="utf-8"))["drift"]["min_rows"]
+    from gitml.config import load_params
+
+    smallest = load_params(paths.params)["drift"]["min_rows"]
     test = paths.split_file("test")
     return test if len(pd.read_parquet(test)) >= smallest else paths.split_file("reference")

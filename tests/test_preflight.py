@@ -51,7 +51,7 @@ def test_params_lists_every_setting_that_names_what_the_schema_lacks(
     assert "3 settings of conf/ would stop the pipeline" in err
     assert f"split.stratify names '{label}_typo'" in err
     assert f"(did you mean '{label}'?)" in err
-    assert f"train.reweigh: attributes names '{plain[0]}'" in err
+    assert f"train.reweigh.attributes names '{plain[0]}', which the dataset schema does not mark protected" in err
     assert f"gates.fairness.attributes.{plain[0]}: '{plain[0]}' is not a protected column" in err
     assert "Traceback" not in err
 

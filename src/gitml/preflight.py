@@ -51,15 +51,8 @@ def _split(params: Mapping[str, Any], source: Path, schema: DatasetSchema) -> No
 def _train(params: Mapping[str, Any], source: Path, schema: DatasetSchema) -> None:
     train = section(params, "train", source)
     reweigh = ConfigReader(source.name, "train.reweigh", train.get("reweigh"), {"enabled", "attributes"})
-    if reweigh.get("attributes") is None:
-        return
-    protected = [c.name for c in schema.protected_columns]
-    for name in reweigh.strings("attributes"):
-        if name not in protected:
-            reweigh.fail(
-                f"attributes names '{name}', which the dataset schema does not mark protected{suggest(name, protected)}"
-                f" (protected: {', '.join(protected) or 'none'}); name protected columns, or null for all of them"
-            )
+    if reweigh.get("attributes") is not None:
+        schema.protected_named(reweigh.strings("attributes"), "train.reweigh.attributes", source.name)
 
 
 def _evaluate(params: Mapping[str, Any], source: Path, schema: DatasetSchema) -> None:

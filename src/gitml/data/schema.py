@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gitml.checked_config import ConfigReader, suggest
+from gitml.errors import GitmlError
 
 ROLES = ("feature", "label", "protected", "identifier")
 DTYPES = ("integer", "float", "categorical", "string")
@@ -217,6 +218,18 @@ class DatasetSchema:
     @property
     def protected_columns(self) -> tuple[Column, ...]:
         return tuple(c for c in self.kept_columns if c.role == "protected")
+
+    def protected_named(self, names: Sequence[str], key: str, source: str) -> tuple[str, ...]:
+        """`names` (the value of setting `key`), each checked to be a protected column of this schema."""
+        protected = [c.name for c in self.protected_columns]
+        for name in names:
+            if name not in protected:
+                raise GitmlError(
+                    f"{source}: {key} names '{name}', which the dataset schema does not mark protected"
+                    f"{suggest(name, protected)} (protected: {', '.join(protected) or 'none'}); name protected "
+                    "columns, or null for all of them."
+                )
+        return tuple(names)
 
     def protected_groups(self, name: str, values: npt.ArrayLike) -> npt.NDArray[np.object_]:
         """Group label of each value of a protected attribute (numbers fall into their band)."""

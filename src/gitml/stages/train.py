@@ -96,16 +96,9 @@ def batch_size_for(config: TrainConfig, rows: int) -> int:
 
 def reweigh_attributes(config: TrainConfig, schema: DatasetSchema, source: str) -> tuple[str, ...]:
     """The attributes train.reweigh.attributes names (null: every protected one), each checked to be protected."""
-    protected = [c.name for c in schema.protected_columns]
     if config.reweigh_attributes is None:
-        return tuple(protected)
-    unknown = [a for a in config.reweigh_attributes if a not in protected]
-    if unknown:
-        raise GitmlError(
-            f"{source}: train.reweigh.attributes names {', '.join(unknown)}, which the dataset schema does not "
-            f"mark protected ({', '.join(protected) or 'none are'}); name protected columns, or null for all of them."
-        )
-    return config.reweigh_attributes
+        return tuple(c.name for c in schema.protected_columns)
+    return schema.protected_named(config.reweigh_attributes, "train.reweigh.attributes", source)
 
 
 def reweighing(groups: pd.DataFrame, y: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -244,6 +237,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     """Train; returns the training report (also written to reports/train.json)."""
     d = training_data(cfg, paths)
     config = d.config
+    batch_size = batch_size_for(config, len(d.y_train))
     d.spec.save(paths.preprocess)
 
     if config.threads is not None:
@@ -267,7 +261,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     data = TabularDataModule(
         train=(torch.from_numpy(d.x_train), torch.from_numpy(d.y_train), torch.from_numpy(d.weights)),
         val=(torch.from_numpy(d.x_val), torch.from_numpy(d.y_val), torch.ones(len(d.y_val))),
-        batch_size=batch_size_for(config, len(d.y_train)),
+        batch_size=batch_size,
         seed=config.seed,
     )
     paths.dvclive.mkdir(parents=True, exist_ok=True)
@@ -291,7 +285,7 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
         "rows": {"train": len(d.y_train), "val": len(d.y_val)},
         "features": {"columns": len(d.spec.input_columns), "width": d.spec.width},
         "parameters": sum(p.numel() for p in module.network.parameters()),
-        "batch_size": batch_size_for(config, len(d.y_train)),
+        "batch_size": batch_size,
         "pos_weight": round(d.pos_weight, 6),
         "reweigh": list(d.reweigh),
         "epochs": trainer.current_epoch,
