@@ -24,6 +24,7 @@ from torchmetrics.classification import (
     MulticlassAccuracy,
 )
 
+from gitml.data.schema import DatasetSchema
 from gitml.evaluate import Floats
 from gitml.evaluate.measures import FAIRNESS
 
@@ -147,6 +148,28 @@ def fairness_summary(
     if len(tpr_groups) >= 2 and len(fpr_groups) >= 2 and tpr_gap is not None and fpr_gap is not None:
         summary["equalized_odds_difference"] = max(tpr_gap, fpr_gap)
     return summary
+
+
+def protected_fairness(
+    schema: DatasetSchema,
+    frame: Any,
+    scores: Floats,
+    y: Floats,
+    threshold: float,
+    min_group_size: int,
+    min_group_cases: int,
+) -> tuple[dict[str, dict[str, dict[str, Any]]], dict[str, dict[str, Any]]]:
+    """Each protected attribute's groups in `frame` (a split's DataFrame): every group's metrics
+    (group_metrics) and the gaps between them (fairness_summary)."""
+    per_attribute: dict[str, dict[str, dict[str, Any]]] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    for column in schema.protected_columns:
+        groups = schema.protected_groups(column.name, frame[column.name].to_numpy())
+        per_attribute[column.name] = group_metrics(scores, y, groups, threshold)
+        summaries[column.name] = fairness_summary(
+            scores, y, groups, threshold, per_attribute[column.name], min_group_size, min_group_cases
+        )
+    return per_attribute, summaries
 
 
 def _fairness_ratio(

@@ -344,10 +344,10 @@ def fairness_findings(
 ) -> tuple[list[Finding], dict[str, Any]]:
     """The gate's fairness checks on the labelled predictions (gates.fairness; evaluate's groups and bootstrap)."""
     from gitml.evaluate.bootstrap import summary_groups
+    from gitml.evaluate.config import read_config
     from gitml.evaluate.measures import label, measure
     from gitml.evaluate.metrics import fairness_summary, group_codes, group_metrics
     from gitml.gates.fairness import fairness_checks, gated_limits
-    from gitml.stages.evaluate import read_config
 
     if production.labels is None:
         return [], {}

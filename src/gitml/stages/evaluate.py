@@ -10,9 +10,7 @@ built from the test split and the model's score for it (gitml.evaluate.probe).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -20,77 +18,24 @@ import numpy as np
 import pandas as pd
 
 from gitml.bundle import Threshold, check_model_spec, open_model, runtime, write_manifest
-from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
 from gitml.data.features import PreprocessSpec, matrices
 from gitml.data.split import SPLITS, load_split
 from gitml.errors import GitmlError
-from gitml.evaluate.bootstrap import (
-    BootstrapConfig,
-    Matrix,
-    intervals,
-    summary_groups,
-    weighted_gaps,
-    weighted_headline,
-)
-from gitml.evaluate.metrics import fairness_summary, group_codes, group_metrics, headline
+from gitml.evaluate.bootstrap import Matrix, intervals, summary_groups, weighted_gaps, weighted_headline
+from gitml.evaluate.config import read_config
+from gitml.evaluate.metrics import group_codes, headline, protected_fairness
 from gitml.evaluate.plots import write_plots
 from gitml.evaluate.probe import probe
-from gitml.evaluate.threshold import RULES, choose_threshold
 from gitml.io import write_json, write_parquet
 from gitml.outputs import FAIRNESS, INTERVALS, METRICS, MetricsFile
 from gitml.paths import Paths
-
-KEYS = {"threshold", "calibration_bins", "min_group_size", "min_group_cases", "bootstrap"}
-BOOTSTRAP_KEYS = {"resamples", "confidence", "seed"}
-
-
-@dataclass(frozen=True)
-class EvaluateConfig:
-    """The evaluate section of params.yaml, checked; every key is required (conf/config.yaml has them)."""
-
-    rule: str
-    value: float | None  # the threshold of rule fixed; may be null for the other rules
-    calibration_bins: int
-    min_group_size: int
-    min_group_cases: int
-    bootstrap: BootstrapConfig
-
-
-def _bootstrap_config(reader: ConfigReader) -> BootstrapConfig:
-    confidence = reader.bounded("confidence", 0, 1, open_ends=True)
-    return BootstrapConfig(
-        resamples=reader.integer("resamples", minimum=100),
-        confidence=confidence,
-        seed=reader.integer("seed"),
-    )
-
-
-def read_config(cfg: Mapping[str, Any], source: str) -> EvaluateConfig:
-    """The evaluate section, checked."""
-    reader = ConfigReader(source, "evaluate", cfg, KEYS)
-    rule_reader = ConfigReader(source, "evaluate.threshold", reader.required("threshold"), {"rule", "value"})
-    rule = rule_reader.choice("rule", RULES)
-    value = rule_reader.number("value")
-    if rule == "fixed" and (value is None or not 0 <= value <= 1):
-        rule_reader.fail(f"value must be a probability in [0, 1] for rule fixed, got {value!r}")
-    return EvaluateConfig(
-        rule=rule,
-        value=value,
-        calibration_bins=reader.integer("calibration_bins", minimum=2),
-        min_group_size=reader.integer("min_group_size", minimum=1),
-        min_group_cases=reader.integer("min_group_cases", minimum=1),
-        bootstrap=_bootstrap_config(
-            ConfigReader(source, "evaluate.bootstrap", reader.required("bootstrap"), BOOTSTRAP_KEYS)
-        ),
-    )
 
 
 def run(cfg: Mapping[str, Any], paths: Paths) -> MetricsFile:
     """Evaluate; returns what reports/metrics.json holds."""
     config = read_config(section(cfg, "evaluate", paths.params), paths.params.name)
     rule, bins, boot = config.rule, config.calibration_bins, config.bootstrap
-    fixed = math.nan if config.value is None else config.value  # only rule fixed uses it, and it has one
     min_group_size, min_group_cases = config.min_group_size, config.min_group_cases
     schema = dataset_schema(cfg, paths.params)
     spec = PreprocessSpec.load(paths.preprocess)
@@ -100,26 +45,21 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> MetricsFile:
     check_model_spec(session, paths.onnx, spec.sha256)
 
     x_val, y_val = matrices(spec, schema, load_split(paths, "val"))
-    # Rounded once, here: the server reads the same number from models/threshold.json.
-    threshold = round(choose_threshold(runtime.run(session, x_val), y_val, rule, fixed), 6)
+    threshold = config.threshold(runtime.run(session, x_val), y_val)
     test = load_split(paths, "test")
     x_test, y_test = matrices(spec, schema, test)
     scores = runtime.run(session, x_test)
 
-    per_attribute: dict[str, dict[str, dict[str, Any]]] = {}
-    summaries: dict[str, Any] = {}
+    per_attribute, summaries = protected_fairness(
+        schema, test, scores, y_test, threshold, min_group_size, min_group_cases
+    )
     # Every metric and gap of one resample is computed from the same drawn rows.
     resampled: dict[str, Callable[[Matrix], Mapping[str, Matrix]]] = {
         "test": partial(weighted_headline, scores, y_test, threshold, bins)
     }
     chosen = scores >= np.float32(threshold)
     for column in schema.protected_columns:
-        groups = schema.protected_groups(column.name, test[column.name].to_numpy())
-        per_attribute[column.name] = group_metrics(scores, y_test, groups, threshold)
-        summaries[column.name] = fairness_summary(
-            scores, y_test, groups, threshold, per_attribute[column.name], min_group_size, min_group_cases
-        )
-        names, codes = group_codes(groups)
+        names, codes = group_codes(schema.protected_groups(column.name, test[column.name].to_numpy()))
         compared = summary_groups(names, summaries[column.name])
         resampled[column.name] = partial(weighted_gaps, y_test, chosen, codes, *compared)
     bounds = intervals(
