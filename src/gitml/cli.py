@@ -74,7 +74,10 @@ def run_stage(stage: Stage) -> Handler:
 
     def handler(paths: Paths, args: argparse.Namespace) -> str:
         module = stage.load()
-        return str(module.message(module.run(_params(paths), paths), paths))
+        result = module.run(_params(paths), paths)
+        # A stage that times parts of its work (the baselines, each fit) hands them to the run log.
+        args.parts = module.parts(result) if hasattr(module, "parts") else None
+        return str(module.message(result, paths))
 
     return handler
 
@@ -266,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in TIMED:
             from gitml.runlog import record
 
-            record(paths, args.command, time.perf_counter() - started, status)
+            record(paths, args.command, time.perf_counter() - started, status, getattr(args, "parts", None))
     return 0
 
 

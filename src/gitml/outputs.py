@@ -10,6 +10,7 @@ gitml.bundle, which reads it through `read_json` below.
   reports/metrics.json    MetricsFile    evaluate       gate, report, model card, summary
   reports/intervals.json  IntervalsFile  evaluate       gate, report, model card
   reports/fairness.json   FairnessFile   evaluate       report, model card
+  reports/baselines.json  BaselinesFile  baselines      gate, report, model card, summary
   reports/deepchecks.json ChecksFile     deepchecks     gate
   reports/gate.json       GateFile       gate           gate --check, report, model card
   models/manifest.json    Manifest       evaluate       everything that loads the bundle (gitml.bundle)
@@ -60,6 +61,24 @@ class IntervalsFile(TypedDict):
 # reports/fairness.json: these keys, and one more per protected attribute (group -> metrics).
 FairnessFile = dict[str, Any]
 FAIRNESS_SETTINGS = ("threshold", "min_group_size", "min_group_cases")
+
+
+class BaselineMetrics(TypedDict):
+    """One classical baseline, scored as the network is: threshold on val, metrics on test."""
+
+    threshold: ThresholdInfo
+    test: dict[str, float]
+    fairness: dict[str, dict[str, Any]]
+    fit: dict[str, Any]  # what the fit records: inputs, iterations, converged, categorical columns
+
+
+class BaselinesFile(TypedDict):
+    """The classical baselines (gitml.evaluate.classical), the config they ran with, and the best one."""
+
+    enabled: bool  # false: baselines.enabled is off, and `models` is empty
+    config: dict[str, Any]
+    models: dict[str, BaselineMetrics]
+    best: str | None  # the baseline with the highest test AUROC
 
 
 class Condition(TypedDict):
@@ -147,6 +166,7 @@ INTERVALS: Output[IntervalsFile] = Output(
 FAIRNESS: Output[FairnessFile] = Output(
     lambda p: p.fairness, "evaluate", {"threshold": int | float, "min_group_size": int, "min_group_cases": int}
 )
+BASELINES: Output[BaselinesFile] = Output(lambda p: p.baselines, "baselines", {"config": dict, "models": dict})
 CHECKS: Output[ChecksFile] = Output(lambda p: p.deepchecks_results, "deepchecks", {"suites": dict, "conditions": list})
 GATE: Output[GateFile] = Output(
     lambda p: p.gate,

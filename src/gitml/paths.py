@@ -102,6 +102,11 @@ class Paths:
         return self.root / "reports" / "fairness.json"
 
     @property
+    def baselines(self) -> Path:
+        """The classical baselines' test metrics and fairness summaries, beside the network's."""
+        return self.root / "reports" / "baselines.json"
+
+    @property
     def plots(self) -> Path:
         return self.root / "reports" / "plots"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,18 @@ from typing import Any
 from gitml.paths import Paths
 
 
-def record(paths: Paths, stage: str, seconds: float, status: str) -> None:
-    """Append one stage run; a log that cannot be written never fails the stage it times."""
-    line = {
+def record(paths: Paths, stage: str, seconds: float, status: str, parts: Mapping[str, float] | None = None) -> None:
+    """Append one stage run, with the seconds of its parts where it timed them (the baselines'
+    fits); a log that cannot be written never fails the stage it times."""
+    line: dict[str, Any] = {
         "stage": stage,
         "status": status,
         "seconds": round(seconds, 2),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
     }
+    if parts:
+        line["parts"] = {name: round(value, 2) for name, value in parts.items()}
     try:
         paths.run_log.parent.mkdir(parents=True, exist_ok=True)
         with paths.run_log.open("a", encoding="utf-8") as log:
@@ -57,3 +61,14 @@ def latest_seconds(paths: Paths) -> dict[str, float]:
             latest.pop(entry["stage"], None)
             latest[entry["stage"]] = float(seconds)
     return latest
+
+
+def latest_parts(paths: Paths, stage: str) -> dict[str, float]:
+    """The seconds of each part of a stage in its latest successful run; empty where it timed none."""
+    parts: dict[str, float] = {}
+    for entry in _entries(paths.run_log):
+        if entry["stage"] == stage and entry.get("status") == "ok":
+            found = entry.get("parts")
+            items = found.items() if isinstance(found, dict) else ()
+            parts = {str(k): float(v) for k, v in items if isinstance(v, int | float)}
+    return parts

@@ -35,6 +35,8 @@ STAGES = (
     Stage("ingest", "validate, quarantine and anonymise the raw data"),
     Stage("split", "seeded stratified train/val/test split and drift reference"),
     Stage("train", "fit the preprocessing and train the network (Lightning, DVCLive)"),
+    # After train for the preprocessing spec; it never reads the network, so a network change refits nothing.
+    Stage("baselines", "logistic regression and gradient boosting on the same split and inputs, scored as the network"),
     Stage("export", "export the trained network to ONNX and check parity with torch"),
     Stage("evaluate", "test-split metrics, per-group fairness metrics and plot data; completes the model bundle"),
     Stage("deepchecks", "Deepchecks suites on the splits and the model's predictions"),
