@@ -64,7 +64,10 @@ SOURCE = "params.yaml"
 PARAMS = load_params(REPO / "params.yaml")
 # The sections of params.yaml that stages read with a ConfigReader (the dataset schema, whose
 # optional keys have documented defaults, and gates.fairness, whose limits are optional, aside).
-SECTIONS = ("split", "preprocess", "train", "export", "evaluate", "gates.deepchecks", "gates.champion", "serve")
+SECTIONS = (
+    "split", "preprocess", "train", "baselines", "export", "evaluate", "gates.deepchecks", "gates.champion",
+    "gates.baselines", "serve",
+)  # fmt: skip
 # The message of a missing fraction says what the three are for.
 FRACTIONS = r"split.fractions: give each of train, val, test a positive share"
 
@@ -73,9 +76,12 @@ def read(name: str, cfg: Mapping[str, Any]) -> Any:
     """The section checked by the code that a stage reads it with."""
     from gitml.data.features import PreprocessConfig
     from gitml.data.split import SplitConfig
+    from gitml.evaluate import config as evaluate
+    from gitml.evaluate.classical import BaselinesConfig
+    from gitml.gates.baselines import BaselinesGateConfig
     from gitml.gates.champion import ChampionConfig
     from gitml.serve.config import ServeConfig
-    from gitml.stages import deepchecks, evaluate, export
+    from gitml.stages import deepchecks, export
     from gitml.stages.train import TrainConfig
 
     label = dataset_schema(PARAMS, Path(SOURCE)).label.name
@@ -83,10 +89,12 @@ def read(name: str, cfg: Mapping[str, Any]) -> Any:
         "split": lambda c: SplitConfig.from_config(c, label, SOURCE),
         "preprocess": lambda c: PreprocessConfig.from_config(c, SOURCE),
         "train": lambda c: TrainConfig.from_config(c, SOURCE),
+        "baselines": lambda c: BaselinesConfig.from_config(c, SOURCE),
         "export": lambda c: export.read_config(c, SOURCE),
         "evaluate": lambda c: evaluate.read_config(c, SOURCE),
         "gates.deepchecks": lambda c: deepchecks.read_config(c, SOURCE),
         "gates.champion": lambda c: ChampionConfig.from_config(c, SOURCE),
+        "gates.baselines": lambda c: BaselinesGateConfig.from_config(c, SOURCE),
         "serve": lambda c: ServeConfig.from_config(c, SOURCE, Path("/srv")),
     }
     return readers[name](cfg)

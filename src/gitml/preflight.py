@@ -16,6 +16,7 @@ from gitml.checked_config import ConfigReader, suggest
 from gitml.config import dataset_schema, section
 from gitml.data.schema import DatasetSchema
 from gitml.errors import GitmlError
+from gitml.gates import SECTIONS as GATE_SECTIONS
 
 
 def problems(params: Mapping[str, Any], source: Path) -> list[str]:
@@ -80,6 +81,20 @@ def _champion(params: Mapping[str, Any], source: Path, schema: DatasetSchema) ->
     ChampionConfig.from_config(_gates(params, source).get("champion"), source.name)
 
 
+def _baselines(params: Mapping[str, Any], source: Path, schema: DatasetSchema) -> None:
+    from gitml.evaluate.classical import BaselinesConfig
+    from gitml.gates.baselines import BaselinesGateConfig
+
+    baselines = BaselinesConfig.from_config(section(params, "baselines", source), source.name)
+    gate = BaselinesGateConfig.from_config(_gates(params, source).get("baselines"), source.name)
+    if gate.enabled and not baselines.enabled:
+        raise GitmlError(
+            f"{source.name}: gates.baselines.enabled is true, but baselines.enabled is false: the gate would "
+            "compare the network with baselines that are never fitted. Turn the baselines on (conf/config.yaml), "
+            "or the gate's check off (gates.baselines.enabled: false in conf/gates/)."
+        )
+
+
 def _card(params: Mapping[str, Any], source: Path, schema: DatasetSchema) -> None:
     from gitml.report.card import read_card
 
@@ -88,9 +103,9 @@ def _card(params: Mapping[str, Any], source: Path, schema: DatasetSchema) -> Non
 
 def _gates(params: Mapping[str, Any], source: Path) -> Mapping[str, Any]:
     gates = section(params, "gates", source)
-    return ConfigReader(source.name, "gates", gates, {"deepchecks", "fairness", "champion"}).mapping
+    return ConfigReader(source.name, "gates", gates, set(GATE_SECTIONS)).mapping
 
 
 CHECKS: tuple[Callable[[Mapping[str, Any], Path, DatasetSchema], None], ...] = (
-    _split, _train, _evaluate, _deepchecks, _fairness, _champion, _card,
+    _split, _train, _evaluate, _deepchecks, _fairness, _champion, _baselines, _card,
 )  # fmt: skip

@@ -21,7 +21,7 @@ from gitml.gates.fairness import fairness_checks, gated_limits
 from gitml.paths import Paths
 from gitml.scratch import scratch_env
 from gitml.stages import gate
-from tests.conftest import Trained, git, params_section
+from tests.conftest import REPO, Trained, git, params_section
 
 PROTECTED = ["sex", "race", "age"]
 SUMMARY = {"equal_opportunity_difference": 0.08, "demographic_parity_ratio": 0.30, "base_rate_ratio": 0.36}
@@ -402,3 +402,21 @@ def test_missing_inputs_name_the_stage_to_run(gate_repo: Paths, capsys: pytest.C
     assert "deepchecks stage has not run" in capsys.readouterr().err
     assert main(["--root", str(gate_repo.root), "gate", "--check"]) == 1
     assert "gate stage has not run" in capsys.readouterr().err
+
+
+def test_one_line_turns_the_baselines_check_on(gate_repo: Paths, capsys: pytest.CaptureFixture[str]) -> None:
+    """gates.baselines.enabled: the committed network against the committed baselines, within the gap or not."""
+    shutil.copy(REPO / "reports" / "baselines.json", gate_repo.baselines)
+    compose_params(gate_repo.conf, gate_repo.params, ["gates.baselines.enabled=true"])
+    report = gate.run(load_params(gate_repo.params), gate_repo)
+    (check,) = [c for c in report["checks"] if c["kind"] == "baselines"]
+    baselines = json.loads(gate_repo.baselines.read_text())
+    ours = json.loads(gate_repo.metrics.read_text())["test"]["auroc"]
+    theirs = baselines["models"][baselines["best"]]["test"]["auroc"]
+    gap = load_params(gate_repo.params)["gates"]["baselines"]["max_auroc_gap"]
+    assert check["passed"] is (ours - theirs >= -gap)
+    assert check["value"] == pytest.approx(ours - theirs)
+    assert check["setting"] == "gates.baselines.max_auroc_gap"
+    gate_repo.baselines.unlink()
+    assert main(["--root", str(gate_repo.root), "gate"]) == 1
+    assert "baselines.json: not found; the baselines stage has not run" in capsys.readouterr().err

@@ -1,1 +1,4 @@
-"""The gate: Deepchecks suites, fairness thresholds and the champion comparison."""
+"""The gate: Deepchecks suites, fairness thresholds, the champion comparison and the baselines."""
+
+# The sections of params.yaml's `gates` (conf/gates/).
+SECTIONS = frozenset({"deepchecks", "fairness", "champion", "baselines"})

@@ -41,6 +41,7 @@ from gitml.config import dataset_schema, section
 from gitml.data.features import labels, matrices
 from gitml.data.schema import DatasetSchema
 from gitml.data.split import load_split
+from gitml.gates import SECTIONS as GATE_SECTIONS
 from gitml.outputs import CHECKS, ChecksFile, Condition
 from gitml.paths import Paths
 
@@ -434,7 +435,7 @@ def stable_html(page: str, suite: str, check_names: Sequence[str]) -> str:
 def run(cfg: Mapping[str, Any], paths: Paths) -> ChecksFile:
     """Run the four suites; returns what reports/deepchecks.json holds."""
     source = paths.params.name
-    gates = ConfigReader(source, "gates", section(cfg, "gates", paths.params), {"deepchecks", "fairness", "champion"})
+    gates = ConfigReader(source, "gates", section(cfg, "gates", paths.params), set(GATE_SECTIONS))
     config = read_config(gates.required("deepchecks"), source)
     schema = dataset_schema(cfg, paths.params)
     bundle = load_bundle(paths.models)

@@ -2,8 +2,9 @@
 
 It runs after `dvc repro`, not as a DVC stage: the champion comes from git (GTO's tags, main's
 commits), which DVC does not track. It reads what the pipeline wrote (the model bundle, the
-Deepchecks results, the test metrics, their bootstrap intervals), always writes its report, and
-exits 0 whatever the verdict; `gitml gate --check` is what fails a run on a failed verdict.
+Deepchecks results, the test metrics, their bootstrap intervals, and with gates.baselines on, the
+classical baselines' metrics), always writes its report, and exits 0 whatever the verdict;
+`gitml gate --check` is what fails a run on a failed verdict.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from gitml.bundle import load as load_bundle
 from gitml.checked_config import ConfigReader
 from gitml.config import dataset_schema, section
 from gitml.errors import GitmlError
+from gitml.gates import SECTIONS as GATE_SECTIONS
+from gitml.gates.baselines import BaselinesGateConfig, baselines_checks
 from gitml.gates.champion import ChampionConfig, champion_checks, find_champion
 from gitml.gates.checks import Check, number, verdict, why
 from gitml.gates.fairness import fairness_checks, gated_limits
-from gitml.outputs import CHECKS, GATE, INTERVALS, METRICS, ChecksFile, GateFile, MetricsFile
+from gitml.outputs import BASELINES, CHECKS, GATE, INTERVALS, METRICS, ChecksFile, GateFile, MetricsFile
 from gitml.paths import Paths
 
 DEEPCHECKS_PASSING = {"PASS": (True, False), "WARN": (True, True), "FAIL": (False, False), "ERROR": (False, False)}
@@ -73,7 +76,7 @@ def bundle_check(paths: Paths, metrics: MetricsFile) -> Check:
 def run(cfg: Mapping[str, Any], paths: Paths) -> GateFile:
     """Gather every check, decide, write reports/gate.json; returns what it holds."""
     source = paths.params.name
-    gates = ConfigReader(source, "gates", section(cfg, "gates", paths.params), {"deepchecks", "fairness", "champion"})
+    gates = ConfigReader(source, "gates", section(cfg, "gates", paths.params), set(GATE_SECTIONS))
     schema = dataset_schema(cfg, paths.params)
     limits = gated_limits(gates.required("fairness"), source, [c.name for c in schema.protected_columns])
     metrics = METRICS.read(paths)
@@ -82,12 +85,15 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> GateFile:
     config = ChampionConfig.from_config(gates.required("champion"), source)
     baseline = find_champion(paths.root, config)
     other_problem = incomparable(cfg, baseline)
+    against = BaselinesGateConfig.from_config(gates.required("baselines"), source)
+    baselines = BASELINES.read(paths) if against.enabled else None
 
     checks = [
         bundle_check(paths, metrics),
         *deepchecks_checks(results),
         *fairness_checks(limits, metrics["fairness"], intervals.get("fairness", {}), float(intervals["confidence"])),
         *champion_checks(config, baseline, metrics, limits, intervals.get("fairness", {}), other_problem),
+        *baselines_checks(against, metrics, baselines),
     ]
     outcome, reason = verdict(checks)
     report: GateFile = {
