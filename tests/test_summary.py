@@ -57,3 +57,24 @@ def test_summary_says_n_a_where_a_gap_is_undefined(repo: Path, tmp_path: Path) -
     line = rf"{some}\s+selection-rate ratio {ratio:.2f} \| TPR gap n/a \| equalized-odds gap n/a"
     assert re.search(line, summary), summary
     assert re.search(rf"{none}\s+fewer than two groups large enough to compare", summary), summary
+
+
+def test_summary_compares_the_network_with_the_best_baseline(repo: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    shutil.copytree(repo / "reports", tmp_path / "reports")
+    paths = Paths(tmp_path)
+    baselines = json.loads(paths.baselines.read_text())
+    ours = json.loads(paths.metrics.read_text())["test"]["auroc"]
+    theirs = {name: m["test"]["auroc"] for name, m in baselines["models"].items()}
+    line = next(line for line in pipeline_summary(paths).splitlines() if line.startswith("  baselines"))
+    assert line == (
+        f"  baselines   AUROC logistic regression {theirs['logistic_regression']:.3f} | gradient boosting "
+        f"{theirs['gradient_boosting']:.3f}; network vs best {ours - theirs[baselines['best']]:+.3f} "
+        "(reports/baselines.json)"
+    )
+    paths.baselines.write_text(json.dumps({"enabled": False, "config": {}, "models": {}, "best": None}))
+    assert "  baselines   off (baselines.enabled: false)" in pipeline_summary(paths).splitlines()
+    paths.baselines.unlink()  # a run from before the stage existed: no line
+    assert "baselines" not in pipeline_summary(paths)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gitml.evaluate.classical import NAMES, in_order
 from gitml.evaluate.measures import label
-from gitml.outputs import METRICS, json_object, read_json
+from gitml.outputs import BASELINES, METRICS, MetricsFile, json_object, read_json
 from gitml.paths import Paths
 
 # What the summary shows of the test metrics and of each attribute's fairness (with its digits).
@@ -53,7 +54,23 @@ def _model_lines(paths: Paths) -> list[str]:
         shown = " | ".join(f"{label(name)} {_number(gaps[name], digits)}" for name, digits in FAIRNESS_SHOWN)
         lines.append(f"{head}{attribute:<6} {shown}")
     lines.append(f"  per group   {paths.fairness.relative_to(paths.root)}; plots: dvc plots show")
-    return lines
+    return lines + _baseline_lines(paths, metrics)
+
+
+def _baseline_lines(paths: Paths, metrics: MetricsFile) -> list[str]:
+    """Each baseline's test AUROC and the network's against the best; absent until the stage has run."""
+    if not paths.baselines.is_file():
+        return []
+    baselines = BASELINES.read(paths)
+    if not baselines.get("enabled"):
+        return ["  baselines   off (baselines.enabled: false)"]
+    models = baselines["models"]
+    shown = " | ".join(f"{NAMES.get(n, n)} {_number(models[n]['test'].get('auroc'), 3)}" for n in in_order(models))
+    best = baselines.get("best")
+    ours = metrics["test"].get("auroc")
+    theirs = baselines["models"][best]["test"].get("auroc") if best in baselines["models"] else None
+    versus = f"; network vs best {ours - theirs:+.3f}" if ours is not None and theirs is not None else ""
+    return [f"  baselines   AUROC {shown}{versus} ({paths.baselines.relative_to(paths.root)})"]
 
 
 def pipeline_summary(paths: Paths) -> str:

@@ -19,7 +19,19 @@ from gitml.baseline import git_output, head_commit, parse_json
 from gitml.bundle import Manifest
 from gitml.bundle import load as load_bundle
 from gitml.errors import GitmlError
-from gitml.outputs import FAIRNESS, GATE, INTERVALS, METRICS, FairnessFile, GateFile, IntervalsFile, MetricsFile, Output
+from gitml.outputs import (
+    BASELINES,
+    FAIRNESS,
+    GATE,
+    INTERVALS,
+    METRICS,
+    BaselinesFile,
+    FairnessFile,
+    GateFile,
+    IntervalsFile,
+    MetricsFile,
+    Output,
+)
 from gitml.paths import Paths
 
 # A file's text by its path relative to the repository root; None when it is absent.
@@ -89,6 +101,7 @@ class Outputs:
     ingest: dict[str, Any] | None
     split: dict[str, Any] | None
     intervals: IntervalsFile | None
+    baselines: BaselinesFile | None
     gate: GateFile | None
     params: dict[str, Any] | None
     params_text: str | None
@@ -124,6 +137,7 @@ class Outputs:
             ingest=load(paths.ingest_report),
             split=load(paths.split_report),
             intervals=typed(INTERVALS),
+            baselines=typed(BASELINES),
             gate=typed(GATE),
             params=_yaml(params_text),
             params_text=params_text,

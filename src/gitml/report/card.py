@@ -15,13 +15,17 @@ from typing import Any
 
 from gitml.checked_config import ConfigReader
 from gitml.data.schema import DatasetSchema
+from gitml.evaluate.classical import NAMES, in_order
 from gitml.paths import MODEL
 from gitml.report import Lineage, Outputs
 from gitml.report.markdown import (
+    BASELINES_HOW,
     NONE,
+    baselines_table,
     ci,
     code,
     fairness_summary_rows,
+    gated_gaps,
     group_table,
     interval,
     is_number,
@@ -208,6 +212,31 @@ def _metrics(now: Outputs) -> list[str]:
     ]
 
 
+def _baselines(now: Outputs, gated: list[tuple[str, str]]) -> list[str]:
+    """How the network compares with the classical baselines (reports/baselines.json), in numbers."""
+    found = now.baselines
+    if found is None:
+        return ["Not compared: reports/baselines.json is absent (the baselines stage writes it)."]
+    if not found.get("enabled"):
+        return ["Not compared: the classical baselines are off for this dataset (`baselines.enabled: false`)."]
+    ours = now.metrics["test"].get("auroc") if now.metrics else None
+    compared = []
+    for name in in_order(found["models"]):
+        theirs = found["models"][name]["test"].get("auroc")
+        if not is_number(ours) or not is_number(theirs):
+            continue
+        gap = round(ours - theirs, 3)
+        side = "the same as" if gap == 0 else f"{abs(gap):.3f} {'above' if gap > 0 else 'below'}"
+        best = ", the best baseline" if name == found.get("best") else ""
+        compared.append(f"{side} {NAMES.get(name, name)} ({theirs:.3f}{best})")
+    said = (
+        f"The network's test AUROC is {ours:.3f}: {'; '.join(compared)}."
+        if compared and is_number(ours)
+        else "No test AUROC to compare."
+    )
+    return [said, "", BASELINES_HOW, "", *baselines_table(now, gated)]
+
+
 def _fairness(now: Outputs) -> list[str]:
     summaries: Mapping[str, Any] = now.metrics["fairness"] if now.metrics else {}
     intervals = now.intervals["fairness"] if now.intervals else {}
@@ -318,6 +347,10 @@ def render_model_card(
         "## Metrics",
         "",
         *_metrics(now),
+        "",
+        "## Compared with classical baselines",
+        "",
+        *_baselines(now, gated_gaps(params, now.metrics["fairness"] if now.metrics else {})),
         "",
         "## Fairness by group (test)",
         "",

@@ -13,11 +13,14 @@ from typing import Any, TypeGuard
 
 from gitml.baseline import Baseline
 from gitml.data.split import SPLITS
+from gitml.errors import GitmlError
+from gitml.evaluate.classical import NAMES, in_order
+from gitml.evaluate.measures import label
 from gitml.gates.checks import why
 from gitml.paths import MANIFEST, MODEL, PREPROCESS, THRESHOLD, Paths
 from gitml.report import Lineage, Outputs, relative
 from gitml.report.figures import Drawn
-from gitml.runlog import latest_seconds
+from gitml.runlog import latest_parts, latest_seconds
 
 NONE = "—"
 RATES = ("size", "positives", "base_rate", "selection_rate", "tpr", "fpr", "precision", "accuracy")
@@ -285,6 +288,96 @@ def fairness_section(now: Outputs, main: Outputs | None) -> list[str]:
     ]
 
 
+# --- the network against the classical baselines ------------------------------------------------
+
+BASELINE_METRICS = ("auroc", "accuracy", "ece", "brier")
+BASELINES_HOW = (
+    "Fitted on the same train split with the same seed and inputs, each with its threshold chosen on val by the "
+    "network's rule, and scored on the same test rows with the same metrics: logistic regression on the network's "
+    "preprocessed inputs, gradient boosting (scikit-learn's HistGradientBoostingClassifier, default settings) on "
+    "the raw columns with categories as native categorical features. The fairness rows are the gaps the gate holds "
+    "to a limit (gates.fairness)."
+)
+
+
+def gated_gaps(params: Mapping[str, Any], attributes: Iterable[str]) -> list[tuple[str, str]]:
+    """(attribute, summary) of every fairness summary the gate holds to a limit (gates.fairness)."""
+    from gitml.gates.fairness import gated_limits
+
+    fairness = (params.get("gates") or {}).get("fairness")
+    try:
+        limits = gated_limits(fairness or {}, "params.yaml", list(attributes))
+    except GitmlError:  # the gate names the mistake; the report shows the gaps it can
+        return []
+    return [(attribute, metric) for attribute, metrics in limits.items() for metric in metrics]
+
+
+def versus_best(now: Outputs) -> str:
+    """One line: the network's test AUROC against the best baseline's, or why there is none."""
+    found = now.baselines
+    if found is None:
+        return "**Baselines:** none, reports/baselines.json not found (the baselines stage writes it: run `dvc repro`)."
+    if not found.get("enabled"):
+        return "**Baselines off** (`baselines.enabled: false`): the network is not compared with classical models."
+    best = found.get("best")
+    ours = now.metrics["test"].get("auroc") if now.metrics else None
+    theirs = found["models"][best]["test"].get("auroc") if best in found["models"] else None
+    if not is_number(ours) or not is_number(theirs):
+        return "**Network vs best baseline:** no test AUROC to compare."
+    return (
+        f"**Network vs best baseline** ({NAMES.get(str(best), best)}): {ours - theirs:+.3f} test AUROC "
+        f"({ours:.3f} vs {theirs:.3f})."
+    )
+
+
+def _dig(value: Any, *keys: str) -> Any:
+    for key in keys:
+        value = value.get(key) if isinstance(value, Mapping) else None
+    return value
+
+
+def baselines_table(
+    now: Outputs, gated: Sequence[tuple[str, str]], seconds: Mapping[str, float] | None = None
+) -> list[str]:
+    """The network and every baseline side by side: headline metrics, each gated gap, the threshold
+    and, where `seconds` gives them (the run log: never in a committed file), the fit times."""
+    found = now.baselines
+    if found is None or not found.get("enabled") or not found["models"]:
+        return []
+    columns: list[tuple[str, Any]] = [("network", now.metrics)]
+    columns += [(name, found["models"][name]) for name in in_order(found["models"])]
+    best = found.get("best")
+    header = ["Test", *(NAMES.get(name, name) + (" (best)" if name == best else "") for name, _ in columns)]
+    shown: list[tuple[str, tuple[str, ...]]] = [(label(metric), ("test", metric)) for metric in BASELINE_METRICS]
+    shown += [(f"{attribute} {label(metric)}", ("fairness", attribute, metric)) for attribute, metric in gated]
+    shown.append(("threshold (on val)", ("threshold", "value")))
+    rows = [[name, *(number(_dig(metrics, *keys)) for _, metrics in columns)] for name, keys in shown]
+    if seconds is not None:
+        rows.append(["fit seconds", *(_seconds(seconds.get(name)) for name, _ in columns)])
+    return table(header, rows, right=len(columns))
+
+
+def _seconds(value: float | None) -> str:
+    return NONE if value is None else f"{value:.1f}"
+
+
+def baselines_section(paths: Paths, now: Outputs, gated: Sequence[tuple[str, str]]) -> list[str]:
+    found = now.baselines
+    if found is None or not found.get("enabled"):
+        return [versus_best(now), ""]
+    seconds: dict[str, float] = dict(latest_parts(paths, "baselines"))
+    trained = latest_seconds(paths).get("train")
+    if trained is not None:
+        seconds["network"] = trained
+    timed = " Fit seconds: this machine's latest run (logs/stages.jsonl), the network's its whole train stage."
+    return [
+        BASELINES_HOW + (timed if seconds else ""),
+        "",
+        *baselines_table(now, gated, seconds if seconds else None),
+        "",
+    ]
+
+
 # --- lineage ------------------------------------------------------------------------------------
 
 
@@ -420,6 +513,7 @@ def render_report(
     failed, every_check = gate_sections(gate)
     champion: Mapping[str, Any] = gate["champion"] if gate else {}
     champion_differs = bool(champion.get("description")) and champion.get("commit") != baseline.commit
+    gated = gated_gaps(params, now.metrics["fairness"] if now.metrics else {})
     lines = [
         verdict_line(gate, relative(paths, paths.gate)),
         "",
@@ -430,12 +524,17 @@ def render_report(
             else []
         ),
         "",
+        versus_best(now),
+        "",
         *failed,
         "#### Test metrics",
         "",
         *headline,
         "",
         *(details(f"Training and export metrics{moved}", others) if count else []),
+        "#### Network and baselines (test)",
+        "",
+        *baselines_section(paths, now, gated),
         "#### Parameters",
         "",
         *params_section(params, main),
