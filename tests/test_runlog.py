@@ -9,7 +9,7 @@ import pytest
 
 from gitml.cli import main
 from gitml.paths import Paths
-from gitml.runlog import latest_seconds, record
+from gitml.runlog import latest_parts, latest_seconds, record
 from tests.conftest import toy_rows, write_csv, write_toy_params
 
 
@@ -22,6 +22,17 @@ def test_latest_successful_run_of_each_stage_in_the_order_they_ran(tmp_path: Pat
     assert latest_seconds(paths) == {"ingest": 1.25, "train": 3.5}
     lines = [json.loads(line) for line in paths.run_log.read_text().splitlines()]
     assert {"stage", "status", "seconds", "finished", "host"} <= set(lines[0])
+
+
+def test_a_stage_may_time_its_parts(tmp_path: Path) -> None:
+    """The baselines stage records each fit with its own time; the latest successful run's parts count."""
+    paths = Paths(tmp_path)
+    record(paths, "baselines", 4.0, "ok", {"logistic_regression": 0.5, "gradient_boosting": 2.25})
+    record(paths, "baselines", 9.0, "failed", {"logistic_regression": 9.0})
+    record(paths, "train", 3.0, "ok")
+    assert latest_parts(paths, "baselines") == {"logistic_regression": 0.5, "gradient_boosting": 2.25}
+    assert latest_parts(paths, "train") == {}
+    assert latest_seconds(paths) == {"baselines": 4.0, "train": 3.0}
 
 
 def test_a_cut_or_foreign_line_is_skipped(tmp_path: Path) -> None:

@@ -77,7 +77,7 @@ def test_committed_lock_and_metrics_match_the_reproduction(repo: Path, pipeline:
     # Training outputs are floating point: another CPU, or another number of threads, may round
     # differently in the last bits. So here the inputs (code, data, params) must be the committed
     # ones, leaving out what a training stage wrote, and the metrics close to them.
-    training = ("train", "export", "evaluate")
+    training = ("train", "baselines", "export", "evaluate")
     floating = {out["path"] for stage in training for out in committed["stages"][stage].get("outs", [])}
 
     def inputs(entry: dict[str, Any]) -> dict[str, Any]:
@@ -209,11 +209,12 @@ TRAINING_STAGES = ["train", "export", "evaluate", "deepchecks"]
 
 
 def ran_stages(out: str) -> list[str]:
-    return [s for s in ("ingest", "split", *TRAINING_STAGES) if f"Running stage '{s}'" in out]
+    return [s for s in ("ingest", "split", "baselines", *TRAINING_STAGES) if f"Running stage '{s}'" in out]
 
 
 def test_a_model_param_reruns_training_stages_only_and_training_again_gives_identical_outputs(pipeline: Path) -> None:
-    """A model.* change re-runs the training stages and nothing before them. Going back is git and
+    """A model.* change re-runs the training stages and nothing before them, nor the baselines (the
+    preprocessing they read is unchanged, and they never read the network). Going back is git and
     `dvc checkout`; training again gives the same checkpoint, and the Deepchecks reports the same
     bytes in another process, byte for byte: same seed, same machine. (ingest and split are held to
     the committed dvc.lock, another machine's run; export and evaluate to the stage tests.)"""
@@ -245,7 +246,10 @@ def test_a_split_param_reruns_only_what_it_changes(pipeline: Path) -> None:
     before = yaml.safe_load((pipeline / "params.yaml").read_text())["split"]["reference_rows"]
     smaller = before // 2 + 1
     out = run(pipeline, "dvc", "exp", "run", "-S", f"split.reference_rows={smaller}")
-    ran = [s for s in ("ingest", "split", "train", "export", "evaluate", "deepchecks") if f"Running stage '{s}'" in out]
+    ran = [
+        s for s in ("ingest", "split", "train", "baselines", "export", "evaluate", "deepchecks")
+        if f"Running stage '{s}'" in out
+    ]  # fmt: skip
     assert ran == ["split", "evaluate"]  # evaluate: the manifest records a hash of every section that shapes it
     params = yaml.safe_load((pipeline / "params.yaml").read_text())
     assert params["split"]["reference_rows"] == smaller
