@@ -64,8 +64,8 @@ from torchmetrics.classification import BinaryAUROC
 
 from gitml.config import load_params
 from gitml.model.datamodule import TabularDataModule
-from gitml.model.lightning import TabularClassifier
-from gitml.model.network import build_network
+from gitml.model.lightning import TabularClassifier, scheduler_settings
+from gitml.model.network import build_network, numeric_positions
 from gitml.paths import Paths
 from gitml.scratch import make_scratch_repo, scratch_env
 from gitml.stages.train import TrainConfig, build_trainer, training_callbacks, training_data
@@ -93,6 +93,7 @@ class Setup:
     train: TrainConfig
     pos_weight: float
     threads: int
+    numeric_columns: tuple[int, ...]  # the matrix columns the network embeds as numbers
 
     @property
     def in_features(self) -> int:
@@ -124,6 +125,7 @@ def load_setup(root: Path, threads: int | None) -> Setup:
         train=data.config,
         pos_weight=data.pos_weight,
         threads=threads or data.config.threads or min(2, os.cpu_count() or 1),
+        numeric_columns=tuple(numeric_positions(data.spec)),
     )
 
 
@@ -144,10 +146,11 @@ def plain_loop(setup: Setup, epochs: int) -> Run:
     """A minimal hand-written loop doing the Lightning side's work per epoch."""
     prepare(setup)
     started = time.perf_counter()
-    network = build_network(setup.model_cfg, setup.in_features)
+    network = build_network(setup.model_cfg, setup.in_features, setup.numeric_columns, len(setup.y_train))
     optimizer = instantiate(setup.model_cfg["optimizer"])(network.parameters())
     scheduler_cfg = setup.model_cfg.get("scheduler")
-    scheduler = instantiate(scheduler_cfg)(optimizer) if scheduler_cfg else None
+    monitor = setup.train.monitor
+    scheduler = instantiate(scheduler_settings(scheduler_cfg, monitor))(optimizer) if scheduler_cfg else None
     pos_weight = torch.tensor(setup.pos_weight)
     clip, algorithm = clip_settings(setup.trainer_cfg)
     auroc = BinaryAUROC()
@@ -175,16 +178,18 @@ def plain_loop(setup: Setup, epochs: int) -> Run:
             optimizer.step()
             total += loss.detach() * len(yb)  # the epoch's mean train/loss, as TabularClassifier logs it
         network.eval()
+        val_loss = torch.zeros(())
         with torch.no_grad():
             for start in range(0, len(setup.y_val), eval_batch_size):
                 xb, yb = setup.x_val[start : start + eval_batch_size], setup.y_val[start : start + eval_batch_size]
                 logits = network(xb)
                 auroc.update(torch.sigmoid(logits), yb.long())
-                F.binary_cross_entropy_with_logits(logits, yb)  # the val/loss TabularClassifier logs
+                # The val/loss TabularClassifier logs: the mean over batches, weighted by their rows.
+                val_loss += F.binary_cross_entropy_with_logits(logits, yb) * len(yb)
         score = float(auroc.compute())
         auroc.reset()
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(score)
+            scheduler.step(score if monitor.endswith("auroc") else float(val_loss) / len(setup.y_val))
         elif scheduler is not None:
             scheduler.step()
         run.seconds.append(time.perf_counter() - epoch_started)
@@ -229,7 +234,12 @@ def lightning_fit(setup: Setup, epochs: int, project: bool) -> Run:
     with tempfile.TemporaryDirectory(prefix="gitml-bench-") as scratch, contextlib.redirect_stdout(io.StringIO()):
         started = time.perf_counter()
         module = TabularClassifier(
-            setup.model_cfg, in_features=setup.in_features, pos_weight=setup.pos_weight, monitor=config.monitor
+            setup.model_cfg,
+            in_features=setup.in_features,
+            pos_weight=setup.pos_weight,
+            monitor=config.monitor,
+            numeric_columns=setup.numeric_columns,
+            training_rows=len(setup.y_train),
         )
         data = TabularDataModule(
             train=(setup.x_train, setup.y_train, setup.w_train),

@@ -311,3 +311,22 @@ def test_noise_bound_limits_are_raised_to_the_sampling_noise_of_small_splits_onl
         assert raised[suite][key] == pytest.approx(min(floor, 1.0), abs=1e-3)
         assert "gates.deepchecks.sampling_noise_z" in notes[f"gates.deepchecks.{suite}.{key}"]
     assert deepchecks.widen(tight, deepchecks.noise_floors(0.0, 700, 150, 45))[1] == {}  # z 0: as written
+
+
+def test_performance_bias_scores_only_groups_with_enough_cases_of_both_classes() -> None:
+    """A group of many rows but few positives (or few negatives) has an AUROC of noise: not scored."""
+    from deepchecks.tabular import Dataset  # type: ignore[import-untyped]
+
+    labels = {"even": [0, 1] * 30, "few positives": [1] * 3 + [0] * 57, "few negatives": [0] * 5 + [1] * 55}
+    frame = pd.DataFrame(
+        {"group": [g for g, y in labels.items() for _ in y], "y": [v for y in labels.values() for v in y]}
+    )
+    data = Dataset(frame, label="y", cat_features=["group"])
+    check = deepchecks.every_group_performance_bias()
+
+    def scored(cases: int) -> set[str]:
+        return {str(g.label) for g in check("group", min_subgroup_cases=cases)._make_partitions(data)["group"]}
+
+    assert scored(10) == {"even"}
+    assert scored(5) == {"even", "few negatives"}
+    assert scored(0) == set(labels)  # 0: every group, as Deepchecks' own check

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -12,6 +12,17 @@ from hydra.utils import instantiate
 from torchmetrics.classification import BinaryAUROC
 
 from gitml.model.network import build_network
+
+PLATEAU = "torch.optim.lr_scheduler.ReduceLROnPlateau"
+
+
+def scheduler_settings(scheduler: Mapping[str, Any], monitor: str) -> dict[str, Any]:
+    """model.scheduler as it is built: ReduceLROnPlateau steps on the early-stopping metric, so
+    without a `mode` of its own it follows that metric's direction (max for val/auroc)."""
+    settings = dict(scheduler)
+    if settings.get("_target_") == PLATEAU:
+        settings.setdefault("mode", "max" if monitor.endswith("auroc") else "min")
+    return settings
 
 
 class TabularClassifier(L.LightningModule):
@@ -27,12 +38,14 @@ class TabularClassifier(L.LightningModule):
         in_features: int,
         pos_weight: float = 1.0,
         monitor: str = "val/auroc",
+        numeric_columns: Sequence[int] = (),
+        training_rows: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
         self.model_config = dict(model)
         self.monitor = monitor
-        self.network = build_network(model, in_features)
+        self.network = build_network(model, in_features, numeric_columns, training_rows)
         self.pos_weight: torch.Tensor
         self.register_buffer("pos_weight", torch.tensor(float(pos_weight)))
         self.val_auroc = BinaryAUROC()
@@ -71,7 +84,7 @@ class TabularClassifier(L.LightningModule):
         scheduler_config = self.model_config.get("scheduler")
         if not scheduler_config:
             return optimizer
-        scheduler = instantiate(scheduler_config)(optimizer)
+        scheduler = instantiate(scheduler_settings(scheduler_config, self.monitor))(optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": self.monitor},

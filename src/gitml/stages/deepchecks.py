@@ -79,7 +79,7 @@ SETTINGS: dict[str, tuple[str, ...]] = {
         "weak_segment_rows",
         "weak_segment_features",
     ),
-    "performance_bias": ("scorer", "min_subgroup_size", "max_drop"),
+    "performance_bias": ("scorer", "min_subgroup_size", "min_subgroup_cases", "max_drop"),
 }
 MINIMUM = {
     "max_correlated_pairs": 0,
@@ -87,6 +87,7 @@ MINIMUM = {
     "weak_segment_rows": 100,
     "weak_segment_features": 2,
     "min_subgroup_size": 1,
+    "min_subgroup_cases": 0,
 }
 CHOICES = {"scorer": SCORERS}
 # Settings that may be negative: a gain over the simple model may be allowed to be a small loss,
@@ -306,7 +307,11 @@ def build_suites(config: Mapping[str, Any], group_columns: Sequence[str]) -> dic
             "Performance Bias (test)",
             *(
                 performance_bias(
-                    column, scorer=pb["scorer"], min_subgroup_size=pb["min_subgroup_size"], random_state=seed
+                    column,
+                    scorer=pb["scorer"],
+                    min_subgroup_size=pb["min_subgroup_size"],
+                    min_subgroup_cases=pb["min_subgroup_cases"],
+                    random_state=seed,
                 ).add_condition_bounded_performance_difference(-pb["max_drop"])
                 for column in group_columns
             ),
@@ -357,13 +362,32 @@ def permutation_importance(
 
 
 def every_group_performance_bias() -> type[Any]:
-    """PerformanceBias scoring every group: Deepchecks' own puts the groups beyond 90% of rows together as 'Others'."""
+    """PerformanceBias scoring every group with enough cases of both classes.
+
+    Deepchecks' own puts the groups beyond 90% of rows together as 'Others', and scores a group
+    by its rows alone: a group of 1,222 rows with 11 positives passes min_subgroup_size, but its
+    AUROC, a ranking of 11 positives, is known to about +-0.15. As in the fairness summaries
+    (evaluate.min_group_cases), a group with fewer than `min_subgroup_cases` positive or negative
+    rows is not scored.
+    """
     from deepchecks.tabular.checks.model_evaluation import performance_bias  # type: ignore[import-untyped]
     from deepchecks.utils.performance.partition import partition_column  # type: ignore[import-untyped]
 
     class PerformanceBias(performance_bias.PerformanceBias):  # type: ignore[misc]
+        def __init__(self, *args: Any, min_subgroup_cases: int = 0, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.min_subgroup_cases = min_subgroup_cases
+
         def _make_partitions(self, dataset: Any) -> dict[str, Any]:
             groups = partition_column(dataset, self.protected_feature, max_segments=np.inf, max_cat_proportions=1.0)
+            if self.min_subgroup_cases > 0:
+                label = dataset.data[dataset.label_name]
+                groups = [
+                    g
+                    for g in groups
+                    if label[g.filter(dataset.data).index].value_counts().reindex(label.unique(), fill_value=0).min()
+                    >= self.min_subgroup_cases
+                ]
             return {self.protected_feature: groups}
 
     return PerformanceBias

@@ -44,7 +44,9 @@ def load_network(paths: Paths) -> tuple[torch.nn.Module, int]:
         checkpoint = torch.load(paths.checkpoint, map_location="cpu", weights_only=True)
         hparams = checkpoint["hyper_parameters"]
         width = int(hparams["in_features"])
-        network = build_network(hparams["model"], width)
+        network = build_network(
+            hparams["model"], width, hparams.get("numeric_columns", ()), hparams.get("training_rows")
+        )
         prefix = "network."
         weights = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         network.load_state_dict(weights)

@@ -31,6 +31,7 @@ from gitml.errors import GitmlError
 from gitml.io import write_json
 from gitml.model.datamodule import TabularDataModule
 from gitml.model.lightning import TabularClassifier
+from gitml.model.network import numeric_positions
 from gitml.model.resume import ResumeCheckpoint, checkpoint_root, finish, prepare, resume_key
 from gitml.paths import Paths
 
@@ -137,6 +138,17 @@ class EpochLine(L.Callback):
         print(f"  epoch {trainer.current_epoch:>3}  {shown}", flush=True)
 
 
+class SyncLive(L.Callback):
+    """Writes DVCLive's summary (metrics.json) for the epoch before, at the start of each epoch after the first."""
+
+    def __init__(self, logger: Any) -> None:
+        self.logger = logger
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch > 0 and trainer.is_global_zero:
+            self.logger.experiment.sync()
+
+
 def build_trainer(trainer_cfg: Mapping[str, Any], callbacks: list[L.Callback], logger: Any, root: Path) -> L.Trainer:
     from hydra.utils import instantiate
 
@@ -159,6 +171,7 @@ def training_callbacks(
 ) -> tuple[Any, list[L.Callback], Any]:
     """The best-epoch checkpoint, early stopping, the epoch line, the resume checkpoint (all in
     `resume_dir`), and the DVCLive logger (continuing its files when `resuming`)."""
+    from dvclive.fabric import DVCLiveLogger as FabricLogger
     from dvclive.lightning import DVCLiveLogger
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
@@ -174,11 +187,26 @@ def training_callbacks(
         enable_version_counter=False,  # always best.ckpt, also after a resume
     )
     stopping = EarlyStopping(monitor=config.monitor, mode=mode, patience=config.patience, min_delta=config.min_delta)
+
+    class EpochSyncedLogger(DVCLiveLogger):
+        """DVCLive's Lightning logger, summarising once an epoch.
+
+        DVCLive's own rewrites metrics.json and queues an update for DVC Studio on each of an
+        epoch's two logging calls (validation, then training), and finds out which call it is by
+        walking the Python stack: 5 ms an epoch, 2% of an epoch on Adult. The values still reach
+        the plot files as they are logged; SyncLive summarises at the next epoch's start and
+        DVCLive itself when training ends.
+        """
+
+        def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, sync: bool | None = False) -> None:
+            FabricLogger.log_metrics(self, metrics, step, sync=bool(sync))
+
     # dvc.yaml declares DVCLive's files as this stage's outputs: DVCLive must not write its own
     # dvc.yaml, and `dvc exp run` records the experiment, not DVCLive.
-    logger = DVCLiveLogger(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, run_name=None, resume=resuming)
+    logger = EpochSyncedLogger(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, run_name=None, resume=resuming)
     resume = ResumeCheckpoint(resume_dir, live_dir, checkpoint)
-    return checkpoint, [checkpoint, stopping, EpochLine(), resume], logger
+    # SyncLive before ResumeCheckpoint: the resume snapshot holds the summary of the epoch before.
+    return checkpoint, [checkpoint, stopping, EpochLine(), SyncLive(logger), resume], logger
 
 
 def save_checkpoint(source: str, target: Path) -> int:
@@ -251,7 +279,12 @@ def run(cfg: Mapping[str, Any], paths: Paths) -> dict[str, Any]:
     L.seed_everything(config.seed, workers=True, verbose=False)
     try:
         module = TabularClassifier(
-            d.model_cfg, in_features=d.spec.width, pos_weight=d.pos_weight, monitor=config.monitor
+            d.model_cfg,
+            in_features=d.spec.width,
+            pos_weight=d.pos_weight,
+            monitor=config.monitor,
+            numeric_columns=numeric_positions(d.spec),
+            training_rows=len(d.y_train),
         )
         # Built once here so that a mistake in model.optimizer or model.scheduler is reported now,
         # not as a traceback from inside trainer.fit.
