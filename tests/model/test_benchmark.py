@@ -45,3 +45,24 @@ def test_training_benchmark_needs_the_splits(
 ) -> None:
     assert bench.main(["--root", str(tmp_path)]) == 1
     assert "run `make run` first" in capsys.readouterr().err
+
+
+def test_model_quality_benchmark_runs_the_stages_on_the_same_splits(tmp_path: Path) -> None:
+    """benchmarks/model_quality.py on 600 rows of the selected dataset, two splits: every model
+    scored on each split's test rows, the differences computed from the same runs."""
+    from tests.conftest import REPO
+
+    quality = load_benchmark("model_quality")
+    out = tmp_path / "quality.json"
+    assert quality.main(["--rows", "600", "--repeats", "2", "--json", str(out), "--root", str(REPO)]) == 0
+    data = quality.selected_data(REPO)
+    result = json.loads(out.read_text())[data]["600"]
+    runs, summary = result["runs"], result["summary"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    for run in runs:
+        assert set(run["auroc"]) == {"network", "logistic_regression", "gradient_boosting"}
+        assert all(0.5 < v <= 1 for v in run["auroc"].values()), run
+        assert run["rows"]["train"] + run["rows"]["test"] < 600
+    to_lr = [r["auroc"]["network"] - r["auroc"]["logistic_regression"] for r in runs]
+    assert summary["network_minus_logistic"] == {"mean": sum(to_lr) / 2, "worst": min(to_lr)}
+    assert runs[0]["auroc"] != runs[1]["auroc"]  # two different splits

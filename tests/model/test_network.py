@@ -3,6 +3,7 @@ scheduler's direction."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -129,7 +130,7 @@ def test_the_embedded_network_exports_to_onnx_with_the_same_scores() -> None:
         assert np.allclose(onnx_scores, model(x).numpy(), atol=1e-5)
 
 
-def test_the_checkpoint_rebuilds_the_same_network(tmp_path: Any) -> None:
+def test_the_checkpoint_rebuilds_the_same_network(tmp_path: Path) -> None:
     torch.manual_seed(3)
     module = TabularClassifier(
         mlp_config(numeric_embedding=EMBEDDING), in_features=6, numeric_columns=[0, 3], training_rows=100
@@ -152,3 +153,61 @@ def test_plateau_scheduler_follows_the_early_stopping_metric(monitor: str, mode:
     assert scheduler_settings({**plateau, "mode": "max"}, "val/loss")["mode"] == "max"  # an explicit mode stays
     step = {"_target_": "torch.optim.lr_scheduler.StepLR", "_partial_": True, "step_size": 2}
     assert "mode" not in scheduler_settings(step, monitor)
+
+
+def fit_with_resume_checkpoint(tmp_path: Path, every: float, epochs: int = 3) -> list[int]:
+    """The epochs at whose start ResumeCheckpoint wrote last.ckpt, training a tiny network."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from gitml.model.datamodule import TabularDataModule
+    from gitml.model.resume import LAST, ResumeCheckpoint
+
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 4), (torch.rand(64) > 0.5).float()
+    optimizer = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 0.01}
+    module = TabularClassifier(mlp_config(optimizer=optimizer), in_features=4, monitor="val/loss")
+    data = TabularDataModule(train=(x, y, torch.ones(64)), val=(x, y, torch.ones(64)), batch_size=32, seed=0)
+    best = ModelCheckpoint(dirpath=tmp_path, monitor="val/loss", save_top_k=1, save_weights_only=True)
+    resume = ResumeCheckpoint(tmp_path, tmp_path / "live", best, every=every)
+    saved: list[int] = []
+
+    class Watch(L.Callback):
+        def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+            if (tmp_path / LAST).exists():
+                saved.append(trainer.current_epoch)
+                (tmp_path / LAST).unlink()
+
+    trainer = L.Trainer(
+        max_epochs=epochs, logger=False, callbacks=[best, resume, Watch()], enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(module, datamodule=data)
+    return saved
+
+
+def test_resume_checkpoints_are_written_once_their_interval_has_passed(tmp_path: Path) -> None:
+    assert fit_with_resume_checkpoint(tmp_path / "every", every=0) == [1, 2]  # each epoch after the first
+    assert fit_with_resume_checkpoint(tmp_path / "hour", every=3600) == []  # a short fit: none
+
+
+@pytest.mark.parametrize(("value", "expected"), [(None, 30.0), ("0", 0.0), ("2.5", 2.5), ("", 30.0)])
+def test_the_interval_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, value: str | None, expected: float
+) -> None:
+    from gitml.model.resume import EVERY_ENV, checkpoint_every
+
+    if value is None:
+        monkeypatch.delenv(EVERY_ENV, raising=False)
+    else:
+        monkeypatch.setenv(EVERY_ENV, value)
+    assert checkpoint_every() == expected
+
+
+@pytest.mark.parametrize("value", ["-1", "soon", "nan"])
+def test_an_interval_that_is_not_seconds_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from gitml.errors import GitmlError
+    from gitml.model.resume import EVERY_ENV, checkpoint_every
+
+    monkeypatch.setenv(EVERY_ENV, value)
+    with pytest.raises(GitmlError, match="GITML_CHECKPOINT_SECONDS=.*seconds between resume checkpoints"):
+        checkpoint_every()

@@ -2,7 +2,7 @@
 
 Writes models/preprocess.json (the fitted preprocessing), models/model.ckpt (the best epoch on
 the early-stopping metric), the DVCLive curves under dvclive/, and reports/train.json. A run
-that was interrupted resumes from its last finished epoch (gitml.model.resume).
+that was interrupted resumes from its last checkpointed epoch (gitml.model.resume).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from gitml.io import write_json
 from gitml.model.datamodule import TabularDataModule
 from gitml.model.lightning import TabularClassifier
 from gitml.model.network import numeric_positions
-from gitml.model.resume import ResumeCheckpoint, checkpoint_root, finish, prepare, resume_key
+from gitml.model.resume import ResumeCheckpoint, checkpoint_every, checkpoint_root, finish, prepare, resume_key
 from gitml.paths import Paths
 
 # What is kept of a Lightning checkpoint: enough for `load_from_checkpoint`, and nothing that
@@ -204,7 +204,7 @@ def training_callbacks(
     # dvc.yaml declares DVCLive's files as this stage's outputs: DVCLive must not write its own
     # dvc.yaml, and `dvc exp run` records the experiment, not DVCLive.
     logger = EpochSyncedLogger(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, run_name=None, resume=resuming)
-    resume = ResumeCheckpoint(resume_dir, live_dir, checkpoint)
+    resume = ResumeCheckpoint(resume_dir, live_dir, checkpoint, checkpoint_every())
     # SyncLive before ResumeCheckpoint: the resume snapshot holds the summary of the epoch before.
     return checkpoint, [checkpoint, stopping, EpochLine(), SyncLive(logger), resume], logger
 
