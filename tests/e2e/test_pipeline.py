@@ -187,7 +187,7 @@ def test_push_and_pull_round_trip(pipeline: Path) -> None:
     run(pipeline, "dvc", "push")
     stages = yaml.safe_load((pipeline / "dvc.yaml").read_text())["stages"]
     # Cached outputs go to the remote; metrics, plots and curves (cache: false) live in git.
-    expected = [out for stage in stages.values() for out in stage["outs"] if isinstance(out, str)]
+    expected = [out for stage in stages.values() for out in stage.get("outs", []) if isinstance(out, str)]
     files = [
         f for out in expected for f in ([pipeline / out] if (pipeline / out).is_file() else (pipeline / out).rglob("*"))
     ]

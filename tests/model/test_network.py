@@ -85,7 +85,7 @@ def test_embedding_settings_are_checked() -> None:
     assert frequency_scale(2, 10) == 2.0
     with pytest.raises(ValueError, match="scale: use auto or a positive number"):
         frequency_scale(0, 10)
-    with pytest.raises(ValueError, match="unknown key.*sigma.*the keys are dim, frequencies, scale"):
+    with pytest.raises(ValueError, match=r"unknown key.*sigma.*the keys are dim, frequencies, scale"):
         MLP(4, numeric_embedding={"sigma": 1}, numeric_columns=[0])
     with pytest.raises(ValueError, match="frequencies and dim must be positive"):
         MLP(4, numeric_embedding={"dim": 0}, numeric_columns=[0])
@@ -209,5 +209,5 @@ def test_an_interval_that_is_not_seconds_is_refused(monkeypatch: pytest.MonkeyPa
     from gitml.model.resume import EVERY_ENV, checkpoint_every
 
     monkeypatch.setenv(EVERY_ENV, value)
-    with pytest.raises(GitmlError, match="GITML_CHECKPOINT_SECONDS=.*seconds between resume checkpoints"):
+    with pytest.raises(GitmlError, match=r"GITML_CHECKPOINT_SECONDS=.*seconds between resume checkpoints"):
         checkpoint_every()
