@@ -40,7 +40,7 @@ ENV = "GITML_CHECKPOINT_DIR"
 DEFAULT_DIR = Path(".gitml") / "checkpoints"
 # Seconds of training a kill may cost at most (plus the epoch under way): a checkpoint at the
 # start of every epoch costs 10 ms, 4% of an epoch of the default network on Adult, where the
-# whole fit takes 5 s. An epoch of minutes (a large table on a GPU) is saved every epoch.
+# whole fit takes 10 s. An epoch of minutes (a large table on a GPU) is saved every epoch.
 # 0 saves every epoch. Not a param either: how often it saves cannot change the model.
 EVERY_ENV = "GITML_CHECKPOINT_SECONDS"
 DEFAULT_EVERY = 30.0

@@ -193,9 +193,9 @@ def training_callbacks(
 
         DVCLive's own rewrites metrics.json and queues an update for DVC Studio on each of an
         epoch's two logging calls (validation, then training), and finds out which call it is by
-        walking the Python stack: 5 ms an epoch, 2% of an epoch on Adult. The values still reach
-        the plot files as they are logged; SyncLive summarises at the next epoch's start and
-        DVCLive itself when training ends.
+        walking the Python stack: 10 ms an epoch by cProfile, 4% of an epoch on Adult; 1.5 ms
+        this way. The values still reach the plot files as they are logged; SyncLive summarises
+        at the next epoch's start and DVCLive itself when training ends.
         """
 
         def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None, sync: bool | None = False) -> None:
