@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gitml.evaluate.classical import NAMES, in_order
+from gitml.evaluate.classical import NAMES, best_test, in_order
 from gitml.evaluate.measures import label
 from gitml.outputs import BASELINES, METRICS, MetricsFile, json_object, read_json
 from gitml.paths import Paths
@@ -66,9 +66,8 @@ def _baseline_lines(paths: Paths, metrics: MetricsFile) -> list[str]:
         return ["  baselines   off (baselines.enabled: false)"]
     models = baselines["models"]
     shown = " | ".join(f"{NAMES.get(n, n)} {_number(models[n]['test'].get('auroc'), 3)}" for n in in_order(models))
-    best = baselines.get("best")
     ours = metrics["test"].get("auroc")
-    theirs = baselines["models"][best]["test"].get("auroc") if best in baselines["models"] else None
+    theirs = (best_test(baselines) or ("", {}))[1].get("auroc")
     versus = f"; network vs best {ours - theirs:+.3f}" if ours is not None and theirs is not None else ""
     return [f"  baselines   AUROC {shown}{versus} ({paths.baselines.relative_to(paths.root)})"]
 

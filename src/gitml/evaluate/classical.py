@@ -162,6 +162,16 @@ def in_order(models: Mapping[str, Any]) -> list[str]:
     return [name for name in MODELS if name in models] + sorted(name for name in models if name not in MODELS)
 
 
+def best_test(baselines: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
+    """The best baseline of reports/baselines.json and its test metrics; None when the baselines
+    are off or none has a test AUROC."""
+    name = baselines.get("best")
+    models = baselines.get("models") or {}
+    if not baselines.get("enabled") or name not in models:
+        return None
+    return str(name), models[name]["test"]
+
+
 def best(models: Mapping[str, Mapping[str, Any]], order: Sequence[str] = MODELS) -> str | None:
     """The baseline with the highest test AUROC (the first listed on a tie); None when none has one."""
     scored = [name for name in order if isinstance((models.get(name) or {}).get("test", {}).get("auroc"), float)]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gitml.checked_config import ConfigReader
-from gitml.evaluate.classical import NAMES
+from gitml.evaluate.classical import NAMES, best_test
 from gitml.gates.checks import Check, number
 from gitml.outputs import BaselinesFile
 
@@ -49,8 +49,7 @@ def baselines_checks(
             "the baselines are off (baselines.enabled: false), so there is nothing to compare with; "
             "turn them on in conf/config.yaml, or this check off (gates.baselines.enabled: false)"
         )
-    best = baselines.get("best")
-    theirs = baselines["models"][best]["test"] if best in baselines["models"] else {}
+    best, theirs = best_test(baselines) or (None, {})
     ours = metrics.get("test", {})
     if not isinstance(theirs.get("auroc"), float) or not isinstance(ours.get("auroc"), float):
         return failed("no test AUROC to compare: the network's or every baseline's is undefined")

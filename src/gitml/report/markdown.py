@@ -14,7 +14,7 @@ from typing import Any, TypeGuard
 from gitml.baseline import Baseline
 from gitml.data.split import SPLITS
 from gitml.errors import GitmlError
-from gitml.evaluate.classical import NAMES, in_order
+from gitml.evaluate.classical import NAMES, best_test, in_order
 from gitml.evaluate.measures import label
 from gitml.gates.checks import why
 from gitml.paths import MANIFEST, MODEL, PREPROCESS, THRESHOLD, Paths
@@ -319,9 +319,9 @@ def versus_best(now: Outputs) -> str:
         return "**Baselines:** none, reports/baselines.json not found (the baselines stage writes it: run `dvc repro`)."
     if not found.get("enabled"):
         return "**Baselines off** (`baselines.enabled: false`): the network is not compared with classical models."
-    best = found.get("best")
+    best, test = best_test(found) or (None, {})
     ours = now.metrics["test"].get("auroc") if now.metrics else None
-    theirs = found["models"][best]["test"].get("auroc") if best in found["models"] else None
+    theirs = test.get("auroc")
     if not is_number(ours) or not is_number(theirs):
         return "**Network vs best baseline:** no test AUROC to compare."
     return (
